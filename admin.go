@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI is the `admin.api.gateway` module: the gateway's routes under
+// /gateway/ on Caddy's admin endpoint. Every answer is JSON; no answer ever
+// carries a service token or an upstream request header.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.gateway",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	route := func(pattern, method string, fn func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error) caddy.AdminRoute {
+		return caddy.AdminRoute{Pattern: pattern, Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			if r.Method != method {
+				w.Header().Set("Allow", method)
+				return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use %s", r.Method, method)}
+			}
+			gws, err := selectGateways(r)
+			if err != nil {
+				return err
+			}
+			return fn(w, r, gws)
+		})}
+	}
+	return []caddy.AdminRoute{
+		route("/gateway/health", http.MethodGet, a.health),
+		route("/gateway/pools", http.MethodGet, a.pools),
+		route("/gateway/cache", http.MethodDelete, a.purge),
+	}
+}
+
+// liveGateways lists the provisioned gateways by name (the `name` option,
+// default "gateway"). When two live handlers share a name — during a reload,
+// or several unnamed gateways in one config — the newest keeps the name and
+// the others are listed as NAME#SEQ.
+func liveGateways() map[string]*Gateway {
+	var all []*Gateway
+	handlers.Range(func(_, val any) bool {
+		all = append(all, val.(*Gateway))
+		return true
+	})
+	sort.Slice(all, func(i, j int) bool { return all[i].seq > all[j].seq })
+	out := make(map[string]*Gateway, len(all))
+	for _, g := range all {
+		name := displayName(g)
+		if _, taken := out[name]; taken {
+			name += "#" + strconv.FormatUint(g.seq, 10)
+		}
+		out[name] = g
+	}
+	return out
+}
+
+// selectGateways picks the gateways a request asks about: ?name=X for one,
+// all otherwise.
+func selectGateways(r *http.Request) ([]*Gateway, error) {
+	live := liveGateways()
+	names := make([]string, 0, len(live))
+	for n := range live {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if want := r.URL.Query().Get("name"); want != "" {
+		g, ok := live[want]
+		if !ok {
+			return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no gateway named %q (have %v)", want, names)}
+		}
+		return []*Gateway{g}, nil
+	}
+	out := make([]*Gateway, 0, len(names))
+	for _, n := range names {
+		out = append(out, live[n])
+	}
+	return out, nil
+}
+
+func displayName(g *Gateway) string {
+	if g.Name != "" {
+		return g.Name
+	}
+	return "gateway"
+}
+
+// health answers each service's targets and their state.
+func (adminAPI) health(w http.ResponseWriter, _ *http.Request, gws []*Gateway) error {
+	type svcHealth struct {
+		Healthy bool   `json:"healthy"`
+		Targets any    `json:"targets"`
+		Status  string `json:"status"`
+	}
+	out := map[string]any{}
+	all := true
+	for _, g := range gws {
+		services := map[string]svcHealth{}
+		for _, s := range g.order {
+			h := s.Healthy()
+			all = all && h
+			st := "healthy"
+			if !h {
+				st = "unhealthy"
+			}
+			services[s.Name] = svcHealth{Healthy: h, Targets: s.Targets(), Status: st}
+		}
+		out[displayName(g)] = map[string]any{"services": services}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"healthy": all, "gateways": out})
+}
+
+// pools answers admission and connection state per service.
+func (adminAPI) pools(w http.ResponseWriter, _ *http.Request, gws []*Gateway) error {
+	out := map[string]any{}
+	for _, g := range gws {
+		services := map[string]any{}
+		for _, s := range g.order {
+			services[s.Name] = s.PoolStats()
+		}
+		out[displayName(g)] = map[string]any{"services": services}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
+}
+
+// purge removes cached entries: all, ?service=NAME, ?service=NAME&path=/prefix.
+func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) error {
+	q := r.URL.Query()
+	service, path := q.Get("service"), q.Get("path")
+	if path != "" && service == "" {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("path needs service")}
+	}
+	removed := 0
+	for _, g := range gws {
+		if g.cache == nil {
+			continue
+		}
+		if service != "" && g.services[service] == nil {
+			continue
+		}
+		removed += g.cache.Purge(service, path)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"removed": removed, "service": service, "path": path})
+}
+
+// Interface guard
+var _ caddy.AdminRouter = adminAPI{}

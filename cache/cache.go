@@ -1,0 +1,303 @@
+// Package cache is the gateway's shared HTTP cache (RFC 9111) in front of a streaming upstream: it
+// answers GET and HEAD from stored responses, streams misses to the client while recording them,
+// collapses concurrent misses into one upstream request, revalidates with conditional requests, serves
+// stale answers when allowed, and invalidates on unsafe methods. It uses plain net/http types only, so
+// it is testable without Caddy; entries live in a byte-bounded ristretto cache.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"go.uber.org/zap"
+)
+
+// Fetch forwards r upstream and writes the answer to w (streaming). It returns an error only when no
+// response could be obtained (e.g. a caddyhttp.HandlerError with 502/504); in that case it has written
+// nothing to w.
+type Fetch func(w http.ResponseWriter, r *http.Request) error
+
+// Runner runs background jobs (stale-while-revalidate refreshes) on a bounded worker pool; TrySubmit
+// returns false (dropping the job) when the queue is full — it never blocks.
+type Runner interface {
+	TrySubmit(job func(ctx context.Context)) bool
+}
+
+// Options configure a Cache. Zero values select the documented defaults.
+type Options struct {
+	// MaxSize bounds the total cost of entries in bytes (header + body + key + a fixed per-entry
+	// overhead, i.e. real memory). Default 256 MiB.
+	MaxSize int64
+	// MaxItemSize is the largest body stored; larger answers are streamed through and not kept (the
+	// copy is dropped the moment it would exceed this). Default 1 MiB.
+	MaxItemSize int64
+	// DefaultTTL is the freshness given to answers with no freshness information that do not ask to
+	// be revalidated. 0 (default) follows RFC 9111: such answers are not reused without revalidation.
+	DefaultTTL time.Duration
+	// StaleWhileRevalidate lets a stale entry be served at once while it is refreshed in the
+	// background, for this long past its freshness; the response directive of the same name also
+	// applies (the longer window wins).
+	StaleWhileRevalidate time.Duration
+	// StaleIfError lets a stale entry be served when upstream fails (no answer or 500/502/503/504),
+	// for this long past its freshness; the response directive of the same name also applies.
+	StaleIfError time.Duration
+	// Name is the cache's name in Cache-Status fields. Default "caddy-gateway".
+	Name string
+	// Runner runs background refreshes; nil revalidates synchronously instead.
+	Runner Runner
+	// Detach returns a copy of r usable after the client's request ended (background refresh), with a
+	// cancel func the cache calls when done. nil: r.Clone of a context without cancel, bounded to one
+	// minute.
+	Detach func(r *http.Request) (*http.Request, context.CancelFunc)
+	// Logger receives debug logs; nil means none.
+	Logger *zap.Logger
+	// Now is the clock used for ages and freshness; tests replace it. Default time.Now.
+	Now func() time.Time
+}
+
+// Result says how Serve answered a request, for metrics.
+type Result uint8
+
+// Results of Serve.
+const (
+	// ResultBypass: the cache did not take part (unsafe or uncacheable method, request no-store,
+	// range or precondition requests).
+	ResultBypass Result = iota
+	// ResultHit: answered from a fresh stored entry without contacting upstream.
+	ResultHit
+	// ResultMiss: forwarded upstream (and stored if allowed), or failed upstream.
+	ResultMiss
+	// ResultStale: a stale entry was served (stale-while-revalidate, stale-if-error, max-stale).
+	ResultStale
+	// ResultRevalidated: a stored entry was confirmed by a 304 and served.
+	ResultRevalidated
+	// ResultCollapsed: the request waited for a concurrent identical miss and got its stored answer.
+	ResultCollapsed
+)
+
+var resultNames = [...]string{"bypass", "hit", "miss", "stale", "revalidated", "collapsed"}
+
+// String returns the metric label of r.
+func (r Result) String() string {
+	if int(r) < len(resultNames) {
+		return resultNames[r]
+	}
+	return fmt.Sprintf("result(%d)", uint8(r))
+}
+
+// Stats is a snapshot of the cache's counters, for the admin API and metrics.
+type Stats struct {
+	Entries     int   `json:"entries"`     // stored objects (responses and Vary markers)
+	Bytes       int64 `json:"bytes"`       // total cost of stored objects
+	MaxBytes    int64 `json:"max_bytes"`   // MaxSize
+	Hits        int64 `json:"hits"`        // fresh answers from the cache
+	Misses      int64 `json:"misses"`      // answers forwarded upstream
+	Stale       int64 `json:"stale"`       // stale answers served
+	Bypass      int64 `json:"bypass"`      // requests the cache did not take part in
+	Revalidated int64 `json:"revalidated"` // entries confirmed by 304
+	Coalesced   int64 `json:"coalesced"`   // requests that waited on a concurrent miss
+	Stores      int64 `json:"stores"`      // entries admitted into the store
+	Rejected    int64 `json:"rejected"`    // entries refused by the admission policy
+	Evictions   int64 `json:"evictions"`   // entries evicted (space or expiry)
+	Purged      int64 `json:"purged"`      // entries removed by Purge or invalidation
+}
+
+// Cache is a shared HTTP cache. Use New; all methods are safe for concurrent use.
+type Cache struct {
+	opts Options
+	now  func() time.Time
+	log  *zap.Logger
+	rs   *ristretto.Cache[[]byte, *Entry]
+	idx  index
+	fl   flights
+
+	// storeMu orders stores against purges and Close: stores (index add + ristretto Set + Wait) hold
+	// it shared, purges and Close exclusively, so a purge never misses an entry half-way into the
+	// store and nothing touches ristretto after Close. It is never held across network I/O.
+	storeMu sync.RWMutex
+	closed  atomic.Bool
+
+	hits, misses, stale, bypass, revalidated, coalesced atomic.Int64
+	stores, rejected, evictions, purged                 atomic.Int64
+
+	hookFollower func() // tests: called when a request starts waiting on a concurrent fetch
+}
+
+// New builds a Cache. Close it when the configuration is unloaded.
+func New(opts Options) (*Cache, error) {
+	if opts.MaxSize == 0 {
+		opts.MaxSize = 256 << 20
+	}
+	if opts.MaxItemSize == 0 {
+		opts.MaxItemSize = 1 << 20
+	}
+	if opts.Name == "" {
+		opts.Name = "caddy-gateway"
+	}
+	switch {
+	case opts.MaxSize < 0:
+		return nil, fmt.Errorf("cache: max_size %d must be positive", opts.MaxSize)
+	case opts.MaxItemSize < 0 || opts.MaxItemSize > opts.MaxSize:
+		return nil, fmt.Errorf("cache: max_item_size %d must be positive and at most max_size %d", opts.MaxItemSize, opts.MaxSize)
+	case opts.DefaultTTL < 0 || opts.StaleWhileRevalidate < 0 || opts.StaleIfError < 0:
+		return nil, errors.New("cache: default_ttl, stale_while_revalidate and stale_if_error must not be negative")
+	}
+	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	// ristretto wants ~10 counters per expected entry; assume 2 KiB entries on average.
+	counters := min(max(opts.MaxSize/2048*10, 10_000), 20_000_000)
+	rs, err := ristretto.NewCache(&ristretto.Config[[]byte, *Entry]{
+		NumCounters: counters,
+		MaxCost:     opts.MaxSize,
+		BufferItems: 64,
+		// Our cost already is the entry's real size including a per-entry overhead (entryOverhead)
+		// that covers ristretto's own item; adding its internal cost would count that twice.
+		IgnoreInternalCost: true,
+		OnEvict: func(it *ristretto.Item[*Entry]) {
+			if c.idx.remove(it.Value) {
+				c.evictions.Add(1)
+			}
+		},
+		OnReject: func(it *ristretto.Item[*Entry]) {
+			if c.idx.remove(it.Value) {
+				c.rejected.Add(1)
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: creating store: %w", err)
+	}
+	c.rs = rs
+	return c, nil
+}
+
+// Close stops the store's goroutines and drops every entry. It is idempotent; after Close, Serve
+// passes every request straight to fetch.
+func (c *Cache) Close() {
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	if c.closed.Swap(true) {
+		return
+	}
+	c.rs.Close()
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		Entries:     c.idx.len(),
+		MaxBytes:    c.opts.MaxSize,
+		Hits:        c.hits.Load(),
+		Misses:      c.misses.Load(),
+		Stale:       c.stale.Load(),
+		Bypass:      c.bypass.Load(),
+		Revalidated: c.revalidated.Load(),
+		Coalesced:   c.coalesced.Load(),
+		Stores:      c.stores.Load(),
+		Rejected:    c.rejected.Load(),
+		Evictions:   c.evictions.Load(),
+		Purged:      c.purged.Load(),
+	}
+	if !c.closed.Load() {
+		s.Bytes = c.rs.MaxCost() - c.rs.RemainingCost()
+	}
+	return s
+}
+
+// Purge removes the entries of service ("" = every service) whose upstream-relative URL starts with
+// pathPrefix ("" = all of them) and returns how many responses it removed (Vary markers not counted).
+func (c *Cache) Purge(service, pathPrefix string) int {
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	return c.removeLocked(c.idx.take(service, pathPrefix))
+}
+
+// removeLocked deletes already-unindexed entries from the store; storeMu must be held exclusively.
+func (c *Cache) removeLocked(es []*Entry) int {
+	n := 0
+	for _, e := range es {
+		if !c.closed.Load() {
+			c.rs.Del([]byte(e.Key))
+		}
+		if !e.Marker {
+			n++
+		}
+	}
+	c.purged.Add(int64(n))
+	return n
+}
+
+// store offers e to the store and reports whether it was admitted. It waits for ristretto to apply
+// the write (Wait) so the very next lookup sees it: a store happens once per upstream exchange, which
+// already cost a round trip, while a pending-writes map would cost a lock on every hit.
+func (c *Cache) store(e *Entry) bool {
+	c.storeMu.RLock()
+	defer c.storeMu.RUnlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.idx.add(e)
+	if !c.rs.SetWithTTL([]byte(e.Key), e, e.cost, c.retention(e)) {
+		c.idx.remove(e)
+		c.rejected.Add(1)
+		return false
+	}
+	c.rs.Wait()
+	if !c.idx.contains(e) {
+		return false
+	}
+	if !e.Marker {
+		c.stores.Add(1)
+	}
+	return true
+}
+
+// retention is how long the store keeps e (wall clock): its freshness plus the stale windows, plus
+// time to be revalidated when it has a validator. Vary markers live as long as any variant might.
+func (c *Cache) retention(e *Entry) time.Duration {
+	if e.Marker {
+		return 0 // no expiry; replaced or evicted like any entry
+	}
+	keep := e.lifetime + max(e.swr, e.sie)
+	if e.hasValidator() {
+		keep += max(time.Hour, e.lifetime)
+	}
+	return max(keep, time.Second)
+}
+
+// lookup finds the stored entry for r, following a Vary marker to the variant. It builds keys in buf
+// and returns the (possibly grown) buffer holding the lookup key, the length of its base part, and
+// whether a marker was found but not the variant.
+func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string) (e *Entry, key []byte, baseLen int, varyMiss bool) {
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	buf = appendBaseKey(buf[:0], r.Host, service, path, r.URL.RawQuery)
+	baseLen = len(buf)
+	buf = appendAuthKey(buf, auth)
+	v, ok := c.rs.Get(buf)
+	if !ok || v == nil || v.Key != string(buf) {
+		return nil, buf, baseLen, false
+	}
+	if !v.Marker {
+		return v, buf, baseLen, false
+	}
+	buf = appendVariantKey(buf, v.Vary, r.Header)
+	v, ok = c.rs.Get(buf)
+	if !ok || v == nil || v.Marker || v.Key != string(buf) {
+		return nil, buf, baseLen, true
+	}
+	return v, buf, baseLen, false
+}

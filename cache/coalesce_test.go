@@ -1,0 +1,130 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+)
+
+// TestCoalescing: 1,000 concurrent misses on one key make exactly one upstream request; the others
+// get the stored answer.
+func TestCoalescing(t *testing.T) {
+	const n = 1000
+	release := make(chan struct{})
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write([]byte("shared"))
+	})
+	c := newTestCache(t, nil, Options{})
+	var waiting sync.WaitGroup
+	waiting.Add(n - 1)
+	c.hookFollower = waiting.Done
+	fetch := o.fetch()
+	var wg sync.WaitGroup
+	results := make([]Result, n)
+	bodies := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := httptest.NewRecorder()
+			results[i], _ = c.Serve(w, httptest.NewRequest("GET", "/hot", nil), "svc", fetch)
+			bodies[i] = w.Body.String()
+		}()
+	}
+	waiting.Wait() // every follower is waiting on the single leader
+	close(release)
+	wg.Wait()
+	if got := o.calls.Load(); got != 1 {
+		t.Fatalf("upstream calls = %d, want 1", got)
+	}
+	counts := map[Result]int{}
+	for i := range n {
+		counts[results[i]]++
+		if bodies[i] != "shared" {
+			t.Fatalf("request %d got %q", i, bodies[i])
+		}
+	}
+	if counts[ResultMiss] != 1 || counts[ResultCollapsed] != n-1 {
+		t.Fatalf("results %v", counts)
+	}
+	if s := c.Stats(); s.Coalesced != n-1 {
+		t.Fatalf("coalesced = %d", s.Coalesced)
+	}
+}
+
+// TestCoalescingUnstorable: when the leader's answer cannot be stored, followers are released as soon
+// as its header arrives and make their own requests.
+func TestCoalescingUnstorable(t *testing.T) {
+	release := make(chan struct{})
+	var first sync.Once
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		first.Do(func() { <-release }) // the leader's body stalls; followers must not wait for it
+		_, _ = w.Write([]byte("private"))
+	})
+	c := newTestCache(t, nil, Options{})
+	joined := make(chan struct{})
+	c.hookFollower = func() { close(joined) }
+	fetch := o.fetch()
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		do(t, c, fetch, "GET", "/u")
+	}()
+	// wait for the leader's upstream call, then start the follower
+	for o.calls.Load() == 0 {
+		select {
+		case <-leaderDone:
+			t.Fatal("leader finished early")
+		default:
+		}
+		runtimeGosched()
+	}
+	w, res, err := do(t, c, fetch, "GET", "/u")
+	<-joined
+	if err != nil || res != ResultMiss || w.Body.String() != "private" {
+		t.Fatalf("follower: %v %v %q", res, err, w.Body.String())
+	}
+	close(release)
+	<-leaderDone
+	if o.calls.Load() != 2 {
+		t.Fatalf("calls %d", o.calls.Load())
+	}
+}
+
+// TestCoalescingFollowerTimeout: a follower's wait is bounded by its own context.
+func TestCoalescingFollowerTimeout(t *testing.T) {
+	release := make(chan struct{})
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write([]byte("late"))
+	})
+	c := newTestCache(t, nil, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	c.hookFollower = cancel // the follower's deadline passes while it waits
+	fetch := o.fetch()
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		do(t, c, fetch, "GET", "/slow")
+	}()
+	for o.calls.Load() == 0 {
+		runtimeGosched()
+	}
+	r := httptest.NewRequest("GET", "/slow", nil).WithContext(ctx)
+	w := httptest.NewRecorder()
+	_, err := c.Serve(w, r, "svc", fetch)
+	if !errors.Is(err, context.Canceled) || w.Code != 200 || w.Body.Len() != 0 || len(w.Header()) != 0 {
+		t.Fatalf("follower: err %v, wrote %d %q %v", err, w.Code, w.Body.String(), w.Header())
+	}
+	close(release)
+	<-leaderDone
+}

@@ -1,0 +1,240 @@
+package cache
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// heuristicStatus lists the status codes RFC 9110 §15.1 calls heuristically cacheable: they may be
+// stored without explicit freshness (to be revalidated, or reused for DefaultTTL when configured).
+var heuristicStatus = map[int]bool{
+	200: true, 203: true, 204: true, 300: true, 301: true, 308: true,
+	404: true, 405: true, 410: true, 414: true, 501: true,
+}
+
+// understoodStatus reports whether the cache knows the semantics of a final status code well enough to
+// store it when it carries explicit freshness (and to honour must-understand). 206 is excluded: the
+// cache has no range support; 304 is a validation answer, never stored as itself.
+func understoodStatus(code int) bool {
+	switch code {
+	case 200, 201, 202, 203, 204, 300, 301, 302, 303, 307, 308,
+		400, 401, 403, 404, 405, 406, 408, 409, 410, 411, 412, 413, 414, 415, 416, 421, 422, 426, 429, 451,
+		500, 501, 502, 503, 504, 505:
+		return true
+	}
+	return false
+}
+
+// hopByHop lists the fields that describe one connection, not the response (RFC 9110 §7.6.1); they
+// are never stored.
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Proxy-Authenticate", "Proxy-Authorization",
+}
+
+// storedHeader returns a copy of h fit for storage: no hop-by-hop fields (including those named by
+// Connection), no Age (the cache computes its own) and no Set-Cookie. Every value slice is clipped
+// (len == cap) so that a later append by a handler sharing it reallocates instead of writing into the
+// stored array.
+func storedHeader(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		if len(vs) == 0 {
+			continue
+		}
+		c := make([]string, len(vs))
+		copy(c, vs)
+		out[k] = c
+	}
+	for _, c := range h["Connection"] {
+		for _, f := range strings.Split(c, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				delete(out, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		delete(out, k)
+	}
+	delete(out, "Age")
+	delete(out, "Set-Cookie")
+	return out
+}
+
+// parseAge reads the Age field as RFC 9111 §5.1 asks: the first line's first member, ignored when it is
+// not a non-negative integer.
+func parseAge(h http.Header) time.Duration {
+	vs := h["Age"]
+	if len(vs) == 0 {
+		return 0
+	}
+	v, _, _ := strings.Cut(vs[0], ",")
+	n, ok := parseDeltaSeconds(strings.TrimSpace(v))
+	if !ok {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// initialAge computes the corrected initial age (RFC 9111 §4.2.3): the larger of the apparent age
+// (response time minus Date) and the upstream Age plus the response delay.
+func initialAge(h http.Header, requestTime, responseTime time.Time) time.Duration {
+	apparent := time.Duration(0)
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		apparent = max(0, responseTime.Sub(d))
+	}
+	corrected := parseAge(h) + max(0, responseTime.Sub(requestTime))
+	return max(apparent, corrected)
+}
+
+// prepare derives the hot-path fields of e from its header and the cache options: parsed
+// Cache-Control, freshness lifetime, validators, stale windows and cost.
+func (e *Entry) prepare(o *Options) {
+	e.cost = e.size()
+	if e.Marker {
+		return
+	}
+	h := e.Header
+	cc := parseCacheControl(h["Cache-Control"])
+	e.cc = cc
+	e.lifetime, _ = freshnessLifetime(h, cc, e.ResponseTime, o.DefaultTTL)
+	e.etag = h.Get("Etag")
+	if lm := h.Get("Last-Modified"); lm != "" {
+		e.lastModified, _ = http.ParseTime(lm)
+	}
+	e.noStale = cc.MustRevalidate || cc.ProxyRevalidate || cc.SMaxAge >= 0 || cc.InvalidSMaxAge || cc.NoCache
+	e.swr = o.StaleWhileRevalidate
+	if cc.StaleWhileRevalidate >= 0 {
+		e.swr = max(e.swr, time.Duration(cc.StaleWhileRevalidate)*time.Second)
+	}
+	e.sie = o.StaleIfError
+	if cc.StaleIfError >= 0 {
+		e.sie = max(e.sie, time.Duration(cc.StaleIfError)*time.Second)
+	}
+	if cs := h["Cache-Status"]; len(cs) > 0 {
+		e.upstreamCS = cs
+	}
+}
+
+// size is the entry's real memory cost in bytes: strings, header, body and a fixed overhead.
+func (e *Entry) size() int64 {
+	n := int64(entryOverhead + len(e.Key) + len(e.Service) + len(e.URL) + cap(e.Body))
+	for k, vs := range e.Header {
+		n += int64(len(k)) + 48
+		for _, v := range vs {
+			n += int64(len(v)) + 16
+		}
+	}
+	for _, v := range e.Vary {
+		n += int64(len(v)) + 16
+	}
+	return n
+}
+
+// freshnessLifetime returns the freshness lifetime (RFC 9111 §4.2.1) for a shared cache: s-maxage,
+// then max-age, then Expires minus Date, then defaultTTL for a response with no freshness information
+// that does not ask to be revalidated. An invalid value of the winning source means "already stale".
+// explicit is false when the response carries no freshness information (DefaultTTL or nothing).
+func freshnessLifetime(h http.Header, cc directives, responseTime time.Time, defaultTTL time.Duration) (lifetime time.Duration, explicit bool) {
+	switch {
+	case cc.SMaxAge >= 0:
+		return time.Duration(cc.SMaxAge) * time.Second, true
+	case cc.InvalidSMaxAge:
+		return 0, true
+	case cc.MaxAge >= 0:
+		return time.Duration(cc.MaxAge) * time.Second, true
+	case cc.InvalidMaxAge:
+		return 0, true
+	}
+	if exp, ok := h["Expires"]; ok {
+		if len(exp) != 1 {
+			return 0, true
+		}
+		t, err := http.ParseTime(exp[0])
+		if err != nil {
+			return 0, true
+		}
+		date := responseTime
+		if d, err := http.ParseTime(h.Get("Date")); err == nil {
+			date = d
+		}
+		return max(0, t.Sub(date)), true
+	}
+	if defaultTTL > 0 && !cc.NoCache && !cc.MustRevalidate && !cc.ProxyRevalidate {
+		return defaultTTL, false
+	}
+	return 0, false
+}
+
+// hasValidator reports whether the entry can be revalidated with a conditional request.
+func (e *Entry) hasValidator() bool { return e.etag != "" || !e.lastModified.IsZero() }
+
+// age is the entry's current age at now (RFC 9111 §4.2.3).
+func (e *Entry) age(now time.Time) time.Duration {
+	return e.InitialAge + max(0, now.Sub(e.ResponseTime))
+}
+
+// fresh reports whether the entry may be served without contacting upstream at the given age, as far
+// as the response is concerned (no-cache responses never are).
+func (e *Entry) fresh(age time.Duration) bool {
+	return !e.cc.NoCache && e.lifetime > age
+}
+
+// staleness is how long the entry has been stale at the given age (0 while fresh).
+func (e *Entry) staleness(age time.Duration) time.Duration { return max(0, age-e.lifetime) }
+
+// storeDecision is the verdict on whether an upstream answer may be stored, with the reason when not
+// (used as the Cache-Status detail).
+type storeDecision struct {
+	ok     bool
+	detail string
+}
+
+// decideStore applies the shared-cache storage rules (RFC 9111 §3, stricter where DESIGN.md says so)
+// to an upstream answer to r.
+func (c *Cache) decideStore(r *http.Request, status int, h http.Header) storeDecision {
+	if r.Method != http.MethodGet {
+		return storeDecision{detail: "method"}
+	}
+	cc := parseCacheControl(h["Cache-Control"])
+	switch {
+	case status == http.StatusPartialContent || status < 200 || status == http.StatusNotModified:
+		return storeDecision{detail: "status"}
+	case cc.MustUnderstand && !understoodStatus(status):
+		return storeDecision{detail: "must-understand"}
+	case cc.NoStore && !(cc.MustUnderstand && understoodStatus(status)):
+		return storeDecision{detail: "no-store"}
+	case cc.Private:
+		return storeDecision{detail: "private"}
+	case len(h["Set-Cookie"]) > 0:
+		return storeDecision{detail: "set-cookie"}
+	case len(h["Trailer"]) > 0:
+		return storeDecision{detail: "trailer"}
+	case r.Header.Get("Authorization") != "" && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate:
+		return storeDecision{detail: "authorization"}
+	}
+	for _, v := range h["Vary"] {
+		if containsToken(v, "*") {
+			return storeDecision{detail: "vary-star"}
+		}
+	}
+	lifetime, explicit := freshnessLifetime(h, cc, c.now(), c.opts.DefaultTTL)
+	if !explicit && !cc.Public && !heuristicStatus[status] {
+		return storeDecision{detail: "status"}
+	}
+	if explicit && !understoodStatus(status) {
+		return storeDecision{detail: "status"}
+	}
+	// An answer that can never be reused without revalidation, and cannot be revalidated, is useless.
+	reusable := lifetime > 0 && !cc.NoCache
+	if !reusable && h.Get("Etag") == "" && h.Get("Last-Modified") == "" {
+		return storeDecision{detail: "no-freshness"}
+	}
+	if cl := h.Get("Content-Length"); cl != "" {
+		if n, ok := parseDeltaSeconds(cl); !ok || n > c.opts.MaxItemSize {
+			return storeDecision{detail: "too-large"}
+		}
+	}
+	return storeDecision{ok: true}
+}

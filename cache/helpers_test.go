@@ -1,0 +1,154 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// clock is a fake clock for Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// origin is a real upstream (httptest.Server) whose handler is swappable and whose calls are counted.
+type origin struct {
+	srv     *httptest.Server
+	calls   atomic.Int64
+	handler atomic.Pointer[http.HandlerFunc]
+	lastReq atomic.Pointer[http.Request]
+}
+
+// newOrigin starts an upstream answering with h; every answer gets a Date from clk (so ages follow
+// the fake clock) unless h sets one.
+func newOrigin(t testing.TB, clk *clock, h http.HandlerFunc) *origin {
+	o := &origin{}
+	o.set(h)
+	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.calls.Add(1)
+		o.lastReq.Store(r)
+		if clk != nil {
+			w.Header().Set("Date", clk.Now().UTC().Format(http.TimeFormat))
+		}
+		(*o.handler.Load())(w, r)
+	}))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func (o *origin) set(h http.HandlerFunc) { o.handler.Store(&h) }
+
+// fetch returns a Fetch backed by httputil.ReverseProxy to the origin; transport errors are returned,
+// not written, as the contract asks.
+func (o *origin) fetch() Fetch {
+	u, _ := url.Parse(o.srv.URL)
+	tr := o.srv.Client().Transport
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var perr error
+		p := &httputil.ReverseProxy{
+			Rewrite:      func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
+			Transport:    tr,
+			ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { perr = err },
+		}
+		p.ServeHTTP(w, r)
+		if perr != nil {
+			return errors.Join(errBadGateway, perr)
+		}
+		return nil
+	}
+}
+
+var errBadGateway = errors.New("bad gateway")
+
+// newTestCache builds a cache with the fake clock and closes it at the end of the test.
+func newTestCache(t testing.TB, clk *clock, opts Options) *Cache {
+	t.Helper()
+	if clk != nil {
+		opts.Now = clk.Now
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// get sends one request through the cache and returns the recorded answer.
+func do(t testing.TB, c *Cache, fetch Fetch, method, target string, hdr ...string) (*httptest.ResponseRecorder, Result, error) {
+	t.Helper()
+	r := httptest.NewRequest(method, target, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Add(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	res, err := c.Serve(w, r, "svc", fetch)
+	return w, res, err
+}
+
+// manualRunner queues jobs until the test runs them.
+type manualRunner struct {
+	mu   sync.Mutex
+	jobs []func(ctx context.Context)
+	full bool
+}
+
+func (m *manualRunner) TrySubmit(job func(ctx context.Context)) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.full {
+		return false
+	}
+	m.jobs = append(m.jobs, job)
+	return true
+}
+
+func (m *manualRunner) runAll() int {
+	m.mu.Lock()
+	jobs := m.jobs
+	m.jobs = nil
+	m.mu.Unlock()
+	for _, j := range jobs {
+		j(context.Background())
+	}
+	return len(jobs)
+}
+
+// respond returns a handler writing the given status, header pairs and body.
+func respond(status int, body string, hdr ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i+1 < len(hdr); i += 2 {
+			w.Header().Add(hdr[i], hdr[i+1])
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}
+}

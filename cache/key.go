@@ -1,0 +1,164 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Keys are byte strings built from length-prefixed parts, so no choice of host, service, path or header
+// value can make two different requests share a key (FuzzKey checks this). Layout:
+//
+//	base    = 'G' len(host) host len(service) service len(url) url       (url = path[?query])
+//	primary = base ['A' sha256(Authorization)[:16]]                      (requests with Authorization)
+//	variant = primary 'V' { len(name) name (1 len(value) value | 0) }       (one per Vary name, sorted)
+//
+// GET and HEAD share the 'G' method class: HEAD is answered from stored GET responses. The
+// Authorization hash in the key means an entry stored for one credential can only ever be found by a
+// request carrying the very same credential.
+
+// keyBufPool recycles key buffers so that computing a key on the hit path does not allocate.
+var keyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+func getKeyBuf() *[]byte { return keyBufPool.Get().(*[]byte) }
+
+func putKeyBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		*b = (*b)[:0]
+		keyBufPool.Put(b)
+	}
+}
+
+func appendLenString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// appendBaseKey appends the base key of a request: method class, lower-cased host, service and URL.
+func appendBaseKey(dst []byte, host, service, path, rawQuery string) []byte {
+	dst = append(dst, 'G')
+	dst = binary.AppendUvarint(dst, uint64(len(host)))
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	dst = appendLenString(dst, service)
+	n := len(path)
+	if rawQuery != "" {
+		n += 1 + len(rawQuery)
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = append(dst, path...)
+	if rawQuery != "" {
+		dst = append(dst, '?')
+		dst = append(dst, rawQuery...)
+	}
+	return dst
+}
+
+// appendAuthKey appends the credential part of the primary key for a request with Authorization.
+func appendAuthKey(dst []byte, authorization string) []byte {
+	if authorization == "" {
+		return dst
+	}
+	sum := sha256.Sum256([]byte(authorization))
+	dst = append(dst, 'A')
+	return append(dst, sum[:16]...)
+}
+
+// appendVariantKey appends the selecting header values named by vary (canonical, sorted) to a primary
+// key. Absent headers are encoded differently from empty ones (RFC 9111 §4.1).
+func appendVariantKey(dst []byte, vary []string, h http.Header) []byte {
+	dst = append(dst, 'V')
+	for _, name := range vary {
+		dst = appendLenString(dst, name)
+		vs, ok := h[name]
+		if !ok {
+			dst = append(dst, 0) // absent
+			continue
+		}
+		dst = append(dst, 1) // present
+		// Reserve one byte for the length; normalised values are nearly always short.
+		lenAt := len(dst)
+		dst = append(dst, 0)
+		dst = appendNormalized(dst, name, vs)
+		n := len(dst) - lenAt - 1
+		if n >= 0x7f {
+			// Rare: re-encode with a proper uvarint prefix.
+			val := append([]byte(nil), dst[lenAt+1:]...)
+			dst = binary.AppendUvarint(dst[:lenAt], uint64(n))
+			dst = append(dst, val...)
+		} else {
+			dst[lenAt] = byte(n)
+		}
+	}
+	return dst
+}
+
+// appendNormalized appends the normalised value of a selecting header: all field lines combined into
+// one list, whitespace around members removed, and for the Accept-* family (whose members are
+// case-insensitive tokens) lower-cased and sorted, so that equivalent requests share a variant.
+func appendNormalized(dst []byte, name string, vs []string) []byte {
+	fold := name == "Accept-Language" || name == "Accept-Encoding" || name == "Accept-Charset"
+	if fold {
+		var members []string
+		for _, v := range vs {
+			for m := range strings.SplitSeq(v, ",") {
+				m = strings.Join(strings.Fields(m), "")
+				if m != "" {
+					members = append(members, strings.ToLower(m))
+				}
+			}
+		}
+		slices.Sort(members)
+		for i, m := range members {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, m...)
+		}
+		return dst
+	}
+	first := true
+	for _, v := range vs {
+		for v != "" {
+			var m string
+			m, v, _ = strings.Cut(v, ",")
+			m = strings.TrimSpace(m)
+			if m == "" {
+				continue
+			}
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = append(dst, m...)
+		}
+	}
+	return dst
+}
+
+// varyNames returns the canonical, sorted, de-duplicated header names of the response's Vary fields;
+// star reports a `*` member (such responses are never stored).
+func varyNames(h http.Header) (names []string, star bool) {
+	for _, v := range h["Vary"] {
+		for m := range strings.SplitSeq(v, ",") {
+			m = strings.TrimSpace(m)
+			switch m {
+			case "":
+				continue
+			case "*":
+				return nil, true
+			}
+			names = append(names, http.CanonicalHeaderKey(m))
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names), false
+}

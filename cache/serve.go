@@ -1,0 +1,520 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// call carries one GET/HEAD request through the forward path.
+type call struct {
+	r       *http.Request
+	service string
+	auth    string
+	key     string // lookup key (coalescing key)
+	cand    *Entry // stored entry that could not be served as is (stale, or request forced), or nil
+	cc      directives
+	fwd     string // Cache-Status fwd parameter: miss, vary-miss, stale, request
+	fetch   Fetch
+	start   time.Time
+}
+
+// Serve answers r for the given service from the cache or via fetch. It handles every method: GET and
+// HEAD may be served from the cache; other safe methods pass through; unsafe methods go to fetch and,
+// on a non-error answer (< 400), invalidate the stored entries for that URL and for a relative
+// Location / Content-Location. r.URL.Path/RawQuery are the upstream-relative path; r.Host the client's
+// host. It returns the Result for metrics, and fetch's error when nothing was written (unless a stale
+// answer could be served instead). A request that waited for a concurrent fetch and saw its context
+// end gets an error wrapping the context's error.
+func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fetch Fetch) (Result, error) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
+		c.bypass.Add(1)
+		return ResultBypass, fetch(w, r)
+	default:
+		return c.serveUnsafe(w, r, service, fetch)
+	}
+	h := r.Header
+	cc := requestDirectives(h)
+	if c.closed.Load() || cc.NoStore || h["Range"] != nil || h["If-Match"] != nil ||
+		h["If-Unmodified-Since"] != nil || h["If-Range"] != nil || h["Upgrade"] != nil {
+		return c.passThrough(w, r, fetch)
+	}
+	auth := h.Get("Authorization")
+	kb := getKeyBuf()
+	e, key, _, varyMiss := c.lookup(*kb, r, service, auth)
+	*kb = key
+	now := c.now()
+	var age time.Duration
+	if e != nil {
+		age = e.age(now)
+		switch {
+		case usable(e, &cc, age):
+			putKeyBuf(kb)
+			c.hits.Add(1)
+			c.writeEntry(w, r, e, age, "hit")
+			return ResultHit, nil
+		case staleAllowedByRequest(e, &cc, age):
+			putKeyBuf(kb)
+			c.stale.Add(1)
+			c.writeEntry(w, r, e, age, "hit")
+			return ResultStale, nil
+		case cc.OnlyIfCached:
+			putKeyBuf(kb)
+			return c.gatewayTimeout(w)
+		}
+	} else if cc.OnlyIfCached {
+		putKeyBuf(kb)
+		return c.gatewayTimeout(w)
+	}
+	cl := call{r: r, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", fetch: fetch, start: now}
+	putKeyBuf(kb)
+	switch {
+	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.cc.NoCache && e.fresh(age):
+		cl.fwd = "request"
+	case e != nil:
+		cl.fwd = "stale"
+		if c.opts.Runner != nil && r.Method == http.MethodGet && !cc.NoCache && cc.MaxAge < 0 && cc.MinFresh < 0 &&
+			!e.noStale && e.swr > 0 && e.staleness(age) <= e.swr {
+			c.refreshInBackground(cl)
+			c.stale.Add(1)
+			c.writeEntry(w, r, e, age, "hit; fwd=stale")
+			return ResultStale, nil
+		}
+	case varyMiss:
+		cl.fwd = "vary-miss"
+	}
+	return c.forward(w, cl)
+}
+
+// usable reports whether a stored entry answers the request without contacting upstream: fresh, and
+// within the request's max-age / min-fresh, and not refused by request no-cache.
+func usable(e *Entry, cc *directives, age time.Duration) bool {
+	if cc.NoCache || cc.MaxAge == 0 || cc.InvalidMaxAge || !e.fresh(age) {
+		return false
+	}
+	if cc.MaxAge > 0 && age > time.Duration(cc.MaxAge)*time.Second {
+		return false
+	}
+	if cc.MinFresh >= 0 && e.lifetime-age < time.Duration(cc.MinFresh)*time.Second {
+		return false
+	}
+	return true
+}
+
+// staleAllowedByRequest reports whether request max-stale lets a stale entry be served (never for
+// entries that forbid serving stale).
+func staleAllowedByRequest(e *Entry, cc *directives, age time.Duration) bool {
+	if e.noStale || cc.NoCache || cc.MaxAge == 0 || (!cc.MaxStaleAny && cc.MaxStale < 0) {
+		return false
+	}
+	if cc.MaxAge > 0 && age > time.Duration(cc.MaxAge)*time.Second {
+		return false
+	}
+	return cc.MaxStaleAny || e.staleness(age) <= time.Duration(cc.MaxStale)*time.Second
+}
+
+// canStaleIfError reports whether e may replace an upstream failure at now.
+func (c *Cache) canStaleIfError(e *Entry, now time.Time) bool {
+	return e != nil && !e.noStale && e.sie > 0 && e.staleness(e.age(now)) <= e.sie
+}
+
+// passThrough forwards a request the cache does not take part in.
+func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, fetch Fetch) (Result, error) {
+	c.bypass.Add(1)
+	w.Header()["Cache-Status"] = []string{c.opts.Name + "; fwd=bypass"}
+	err := fetch(w, r)
+	if err != nil {
+		delete(w.Header(), "Cache-Status")
+	}
+	return ResultBypass, err
+}
+
+// gatewayTimeout answers only-if-cached requests the cache cannot satisfy (RFC 9111 §5.2.1.7).
+func (c *Cache) gatewayTimeout(w http.ResponseWriter) (Result, error) {
+	c.misses.Add(1)
+	w.Header()["Cache-Status"] = []string{c.opts.Name + "; detail=only-if-cached"}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusGatewayTimeout)
+	_, _ = w.Write([]byte("not in cache\n"))
+	return ResultMiss, nil
+}
+
+// forward coalesces a GET miss (or revalidation) with identical concurrent ones: the first request
+// leads and fetches; the others wait (bounded by their context) and then use the stored answer, or
+// fetch on their own when the answer was not storable.
+func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
+	if cl.r.Method != http.MethodGet {
+		return c.fetchOnce(w, cl, nil)
+	}
+	fl, leader := c.fl.join(cl.key)
+	if !leader {
+		c.coalesced.Add(1)
+		if c.hookFollower != nil {
+			c.hookFollower()
+		}
+		select {
+		case <-fl.done:
+		case <-cl.r.Context().Done():
+			return ResultMiss, fmt.Errorf("cache: waiting for a concurrent fetch of %q: %w", cl.r.URL.Path, context.Cause(cl.r.Context()))
+		}
+		if fl.err != nil {
+			if c.canStaleIfError(cl.cand, c.now()) {
+				c.stale.Add(1)
+				c.writeEntry(w, cl.r, cl.cand, cl.cand.age(c.now()), "fwd=stale; detail=stale-if-error")
+				return ResultStale, nil
+			}
+			c.misses.Add(1)
+			return ResultMiss, fl.err
+		}
+		if fl.stored {
+			if e, age := c.relookup(cl); e != nil && (usable(e, &cl.cc, age) || !e.RequestTime.Before(cl.start)) {
+				c.hits.Add(1)
+				c.writeEntry(w, cl.r, e, age, "fwd=miss; collapsed")
+				return ResultCollapsed, nil
+			}
+		}
+		return c.fetchOnce(w, cl, nil)
+	}
+	// Another leader may have stored the answer between our lookup and join.
+	if e, age := c.relookup(cl); e != nil && e != cl.cand && usable(e, &cl.cc, age) {
+		c.fl.finish(cl.key, fl, true, nil)
+		c.hits.Add(1)
+		c.writeEntry(w, cl.r, e, age, "hit")
+		return ResultHit, nil
+	}
+	return c.fetchOnce(w, cl, fl)
+}
+
+// relookup finds the current entry for the call's request again.
+func (c *Cache) relookup(cl call) (*Entry, time.Duration) {
+	kb := getKeyBuf()
+	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth)
+	*kb = key
+	putKeyBuf(kb)
+	if e == nil {
+		return nil, 0
+	}
+	return e, e.age(c.now())
+}
+
+// fetchOnce makes one upstream exchange for cl, streaming the answer to w while recording it, and
+// stores it when allowed. With a stale candidate that has a validator it sends a conditional request
+// and, on 304, refreshes and serves the entry; with a stale-if-error candidate it holds back a 5xx and
+// serves the entry instead. fl (may be nil) is finished with the outcome.
+func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, error) {
+	r := cl.r
+	cand := cl.cand
+	up := r
+	revalidate := cand != nil && cand.hasValidator() && r.Method == http.MethodGet
+	if revalidate {
+		up = r.Clone(r.Context())
+		for _, k := range conditionalFields {
+			delete(up.Header, k)
+		}
+		if cand.etag != "" {
+			up.Header["If-None-Match"] = []string{cand.etag}
+		}
+		if lm := cand.Header.Get("Last-Modified"); lm != "" {
+			up.Header["If-Modified-Since"] = []string{lm}
+		}
+	}
+	reqTime := c.now()
+	sie := c.canStaleIfError(cand, reqTime)
+	rec := newRecorder(w)
+	rec.maxBody = c.opts.MaxItemSize
+	rec.holdStatus = func(status int) bool {
+		return (revalidate && status == http.StatusNotModified) || (sie && isServerError(status))
+	}
+	rec.onHeader = func(rec *recorder) string {
+		d := c.decideStore(r, rec.status, rec.header)
+		rec.record = d.ok
+		if !d.ok {
+			c.fl.finish(cl.key, fl, false, nil) // followers need not wait for the body
+		}
+		rec.onAbandon = func() { c.fl.finish(cl.key, fl, false, nil) }
+		var b strings.Builder
+		b.Grow(len(c.opts.Name) + 40)
+		b.WriteString(c.opts.Name)
+		b.WriteString("; fwd=")
+		b.WriteString(cl.fwd)
+		if d.ok {
+			b.WriteString("; stored")
+		} else if d.detail != "" {
+			b.WriteString("; detail=")
+			b.WriteString(d.detail)
+		}
+		return b.String()
+	}
+	err := cl.fetch(rec, up)
+	respTime := c.now()
+	if err == nil && !rec.wroteHeader {
+		rec.WriteHeader(http.StatusOK) // the upstream answered with an empty 200
+	}
+	if err != nil && !rec.wroteHeader {
+		c.fl.finish(cl.key, fl, false, err)
+		if sie {
+			c.stale.Add(1)
+			c.writeEntry(w, r, cand, cand.age(respTime), "fwd=stale; detail=stale-if-error")
+			return ResultStale, nil
+		}
+		c.misses.Add(1)
+		return ResultMiss, err
+	}
+	if err != nil {
+		c.log.Debug("upstream answer failed after its status was sent; not stored",
+			zap.String("service", cl.service), zap.String("path", r.URL.Path), zap.Error(err))
+	}
+	if rec.held {
+		if rec.status == http.StatusNotModified {
+			ne := c.refreshed(cand, rec.snapshot, reqTime, respTime)
+			if ne == nil {
+				// The 304 validates some other representation: fetch it whole.
+				c.fl.finish(cl.key, fl, false, nil)
+				cl.cand = nil
+				return c.fetchOnce(w, cl, nil)
+			}
+			stored := c.storeResponse(r, ne)
+			c.fl.finish(cl.key, fl, stored, nil)
+			c.revalidated.Add(1)
+			c.writeEntry(w, r, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
+			return ResultRevalidated, nil
+		}
+		c.fl.finish(cl.key, fl, false, nil)
+		c.stale.Add(1)
+		c.writeEntry(w, r, cand, cand.age(respTime), "fwd=stale; fwd-status="+strconv.Itoa(rec.status)+"; detail=stale-if-error")
+		return ResultStale, nil
+	}
+	stored := false
+	if err == nil && rec.complete() {
+		stored = c.storeResponse(r, c.newEntry(cl, rec, reqTime, respTime))
+	}
+	c.fl.finish(cl.key, fl, stored, nil)
+	c.misses.Add(1)
+	return ResultMiss, nil
+}
+
+func isServerError(status int) bool {
+	return status == 500 || status == 502 || status == 503 || status == 504
+}
+
+// newEntry builds the entry for a recorded answer (its key is set by storeResponse).
+func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *Entry {
+	h := storedHeader(rec.snapshot)
+	if len(h["Date"]) == 0 {
+		h["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
+	}
+	body := rec.body
+	if cap(body) > len(body) {
+		body = append(make([]byte, 0, len(body)), body...) // cost and memory: the exact size
+	}
+	if len(h["Content-Length"]) == 0 && rec.status != http.StatusNoContent && rec.status != http.StatusNotModified {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	if len(body) == 0 {
+		body = nil
+	}
+	return &Entry{
+		Service:      cl.service,
+		URL:          requestURL(cl.r),
+		Status:       rec.status,
+		Header:       h,
+		Body:         body,
+		RequestTime:  reqTime,
+		ResponseTime: respTime,
+		InitialAge:   initialAge(rec.snapshot, reqTime, respTime),
+	}
+}
+
+// requestURL is the upstream-relative path and query of r, as matched by Purge prefixes.
+func requestURL(r *http.Request) string {
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	if r.URL.RawQuery != "" {
+		return p + "?" + r.URL.RawQuery
+	}
+	return p
+}
+
+// refreshed returns a copy of the stored entry updated by a 304 (RFC 9111 §4.3.4): the 304's fields
+// replace the stored ones (except Content-Length and fields never stored) and its age restarts. It
+// returns nil when the 304 names a different strong validator than the entry's.
+func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.Time) *Entry {
+	if et := h304.Get("Etag"); et != "" && old.etag != "" && !weakEqual(et, old.etag) {
+		return nil
+	}
+	h := make(http.Header, len(old.Header)+4)
+	for k, vs := range old.Header {
+		h[k] = vs
+	}
+	for k, vs := range storedHeader(h304) {
+		if k != "Content-Length" {
+			h[k] = vs
+		}
+	}
+	if len(h304["Date"]) == 0 {
+		h["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
+	}
+	ne := *old
+	ne.Header = h
+	ne.RequestTime, ne.ResponseTime = reqTime, respTime
+	ne.InitialAge = initialAge(h304, reqTime, respTime)
+	ne.Key, ne.BaseLen = "", 0
+	return &ne
+}
+
+// storeResponse computes e's key from the request (primary key, plus the variant part when the
+// response has Vary, in which case a Vary marker goes under the primary key) and stores it.
+func (c *Cache) storeResponse(r *http.Request, e *Entry) bool {
+	vary, star := varyNames(e.Header)
+	if star {
+		return false
+	}
+	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), r.URL.RawQuery)
+	e.BaseLen = len(buf)
+	buf = appendAuthKey(buf, r.Header.Get("Authorization"))
+	if len(vary) > 0 {
+		m := &Entry{Key: string(buf), BaseLen: e.BaseLen, Service: e.Service, URL: e.URL, Marker: true, Vary: vary}
+		m.prepare(&c.opts)
+		if !c.store(m) {
+			return false
+		}
+		buf = appendVariantKey(buf, vary, r.Header)
+		e.Vary = vary
+	}
+	e.Key = string(buf)
+	e.prepare(&c.opts)
+	return c.store(e)
+}
+
+func pathOf(r *http.Request) string {
+	if r.URL.RawPath != "" {
+		return r.URL.RawPath
+	}
+	return r.URL.Path
+}
+
+// writeEntry sends a stored entry: its header (value slices shared with the entry, never mutated),
+// Age and Cache-Status, then the body once from the stored slice (none for HEAD). A matching
+// If-None-Match / If-Modified-Since gets a 304 instead.
+func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age time.Duration, status string) {
+	h := w.Header()
+	notMod := notModified(r, e)
+	if notMod {
+		for _, k := range notModifiedFields {
+			if vs, ok := e.Header[k]; ok {
+				h[k] = vs
+			}
+		}
+	} else {
+		for k, vs := range e.Header {
+			h[k] = vs
+		}
+	}
+	ageSec := int64(age / time.Second)
+	ttl := int64((e.lifetime - age) / time.Second)
+	var sb [128]byte
+	b := append(sb[:0], c.opts.Name...)
+	b = append(b, "; "...)
+	b = append(b, status...)
+	b = append(b, "; ttl="...)
+	b = strconv.AppendInt(b, ttl, 10)
+	vals := make([]string, 2)
+	vals[0] = strconv.FormatInt(min(ageSec, maxDeltaSeconds), 10)
+	vals[1] = string(b)
+	h["Age"] = vals[0:1:1]
+	if e.upstreamCS != nil {
+		h["Cache-Status"] = append(e.upstreamCS[:len(e.upstreamCS):len(e.upstreamCS)], vals[1])
+	} else {
+		h["Cache-Status"] = vals[1:2:2]
+	}
+	if notMod {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead && len(e.Body) > 0 {
+		_, _ = w.Write(e.Body)
+	}
+}
+
+// refreshInBackground revalidates cl's stale entry through the Runner, at most once per key at a
+// time; when the pool is full the job is dropped (the stale answer was served anyway).
+func (c *Cache) refreshInBackground(cl call) {
+	fl, leader := c.fl.join(cl.key)
+	if !leader {
+		return // a refresh or fetch for this key is already running
+	}
+	dr, cancel := c.detach(cl.r)
+	ok := c.opts.Runner.TrySubmit(func(ctx context.Context) {
+		defer cancel()
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+		bg := cl
+		bg.r = dr
+		if _, err := c.fetchOnce(&discardWriter{}, bg, fl); err != nil {
+			c.log.Debug("background refresh failed", zap.String("service", cl.service),
+				zap.String("path", dr.URL.Path), zap.Error(err))
+		}
+	})
+	if !ok {
+		cancel()
+		c.fl.finish(cl.key, fl, false, nil)
+	}
+}
+
+// detach returns a copy of r that outlives the client's request.
+func (c *Cache) detach(r *http.Request) (*http.Request, context.CancelFunc) {
+	if c.opts.Detach != nil {
+		return c.opts.Detach(r)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Minute)
+	return r.Clone(ctx), cancel
+}
+
+// serveUnsafe forwards a request with an unsafe (or unknown) method and, once its answer turns out
+// to be a non-error, invalidates what the cache holds for the URL (RFC 9111 §4.4) before the status
+// reaches the client.
+func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request, service string, fetch Fetch) (Result, error) {
+	c.bypass.Add(1)
+	sw := &statusWriter{ResponseWriter: w}
+	sw.onStatus = func(status int) {
+		if status >= 200 && status < 400 {
+			c.invalidate(r, service, w.Header())
+		}
+	}
+	return ResultBypass, fetch(sw, r)
+}
+
+// invalidate removes the entries for r's URL and for same-service relative Location and
+// Content-Location references in the answer's header.
+func (c *Cache) invalidate(r *http.Request, service string, h http.Header) {
+	bases := []string{string(appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery))}
+	for _, f := range []string{"Location", "Content-Location"} {
+		v := h.Get(f)
+		if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
+			continue
+		}
+		if u, err := url.Parse(v); err == nil {
+			p := u.RawPath
+			if p == "" {
+				p = u.Path
+			}
+			bases = append(bases, string(appendBaseKey(nil, r.Host, service, p, u.RawQuery)))
+		}
+	}
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	for _, b := range bases {
+		c.removeLocked(c.idx.takeBase(service, b))
+	}
+}

@@ -1,0 +1,393 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Namespace and Subsystem prefix every metric name (caddy_gateway_*), so the
+// gateway's series sit beside Caddy's own caddy_http_* ones without clashing.
+const (
+	Namespace = "caddy"
+	Subsystem = "gateway"
+)
+
+// UnknownService is the service label used for requests that matched no
+// configured service (and for an empty name). Routing a raw path segment into
+// the label would let any client create series at will; folding them into one
+// value keeps the label set bounded by the configuration.
+const UnknownService = "_unknown"
+
+// DurationBuckets are the histogram bounds (seconds) of the request and
+// upstream duration histograms: 0.5 ms to 10 s, roughly 1-2.5-5 per decade,
+// which resolves both cache hits (sub-millisecond) and slow upstreams while
+// keeping 15 series per service and histogram.
+var DurationBuckets = []float64{
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// statusClasses are the only values of the code label: a bounded set, so a
+// misbehaving upstream inventing status codes cannot grow the series count.
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// statusClassIndex maps an HTTP status to its index in statusClasses.
+// Anything outside 100-599 (including 0) counts as 5xx: a response without a
+// valid status is a server fault. The caller should pass 200 when the handler
+// wrote a body without an explicit WriteHeader, as net/http does.
+func statusClassIndex(code int) int {
+	if code < 100 || code > 599 {
+		return 4
+	}
+	return code/100 - 1
+}
+
+// CacheResult says how the cache took part in answering one request; it is
+// the result label of caddy_gateway_cache_requests_total. It is a small
+// integer rather than a string so recording it is an array index, not a map
+// lookup.
+type CacheResult uint8
+
+// The cache results; their String forms are the label values.
+const (
+	CacheHit         CacheResult = iota // served from a fresh entry
+	CacheMiss                           // not stored (or not reusable): fetched upstream
+	CacheStale                          // served stale (stale-while-revalidate / stale-if-error)
+	CacheBypass                         // not cacheable or the client asked to bypass
+	CacheRevalidated                    // stored entry confirmed by a 304 from upstream
+	numCacheResults
+)
+
+var cacheResultNames = [numCacheResults]string{"hit", "miss", "stale", "bypass", "revalidated"}
+
+// String returns the label value ("hit", "miss", ...) or "invalid".
+func (r CacheResult) String() string {
+	if r >= numCacheResults {
+		return "invalid"
+	}
+	return cacheResultNames[r]
+}
+
+// ErrorKind classifies a failed request for caddy_gateway_errors_total; a
+// fixed enum keeps the kind label bounded, unlike error strings.
+type ErrorKind uint8
+
+// The error kinds; their String forms are the label values.
+const (
+	ErrorUpstream   ErrorKind = iota // upstream unreachable or answered with a transport error
+	ErrorTimeout                     // upstream or whole-exchange timeout
+	ErrorQueue                       // rejected by the per-service queue (full or queue timeout)
+	ErrorBadRequest                  // malformed client request
+	ErrorNotFound                    // no service for the path
+	ErrorPanic                       // a handler panic was recovered
+	numErrorKinds
+)
+
+var errorKindNames = [numErrorKinds]string{"upstream", "timeout", "queue", "bad_request", "not_found", "panic"}
+
+// String returns the label value ("upstream", "timeout", ...) or "invalid".
+func (k ErrorKind) String() string {
+	if k >= numErrorKinds {
+		return "invalid"
+	}
+	return errorKindNames[k]
+}
+
+// Collectors owns the gateway's Prometheus collectors on one registry. Caddy
+// gives every config load a fresh registry (ctx.GetMetricsRegistry()), so the
+// root builds one Collectors per Provision; several gateway handlers in one
+// config share the registered collectors (see NewCollectors).
+type Collectors struct {
+	requests         *prometheus.CounterVec
+	requestDuration  *prometheus.HistogramVec
+	upstreamDuration *prometheus.HistogramVec
+	cacheRequests    *prometheus.CounterVec
+	cacheSize        *cacheSizeCollector
+	inflight         *prometheus.GaugeVec
+	queued           *prometheus.GaugeVec
+	queueRejections  *prometheus.CounterVec
+	retries          *prometheus.CounterVec
+	upstreamHealthy  *prometheus.GaugeVec
+	errors           *prometheus.CounterVec
+	backgroundPanics prometheus.Counter
+
+	mu       sync.Mutex
+	services map[string]*ServiceMetrics
+}
+
+// NewCollectors creates the gateway collectors and registers them on reg.
+// Pass the registry Caddy hands out per config load, never
+// prometheus.DefaultRegisterer: the default one outlives config reloads, so
+// series of removed services and targets would linger forever.
+//
+// Registering on a registry that already holds the gateway collectors (a
+// second gateway handler in the same config) is not an error: the existing
+// collectors are reused, so both handlers feed the same series. Any other
+// registration conflict (same name, different labels or type) is returned.
+func NewCollectors(reg prometheus.Registerer) (*Collectors, error) {
+	if reg == nil {
+		return nil, errors.New("metrics: nil registerer")
+	}
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: Namespace, Subsystem: Subsystem, Name: name, Help: help}
+	}
+	hopts := func(name, help string) prometheus.HistogramOpts {
+		return prometheus.HistogramOpts{Namespace: Namespace, Subsystem: Subsystem, Name: name, Help: help, Buckets: DurationBuckets}
+	}
+	c := &Collectors{services: make(map[string]*ServiceMetrics)}
+	var err error
+	reuse := func(name string, col prometheus.Collector) prometheus.Collector {
+		if err != nil {
+			return col
+		}
+		var got prometheus.Collector
+		got, err = registerOrReuse(reg, col)
+		if err != nil {
+			err = fmt.Errorf("metrics: registering %s_%s_%s: %w", Namespace, Subsystem, name, err)
+		}
+		return got
+	}
+	// Each assignment type-asserts the collector returned by reuse; registerOrReuse
+	// guarantees an existing collector has the same dynamic type as the new one.
+	c.requests, _ = reuse("requests_total", prometheus.NewCounterVec(prometheus.CounterOpts(opts("requests_total",
+		"Requests answered by the gateway, by service and status class (1xx-5xx).")), []string{"service", "code"})).(*prometheus.CounterVec)
+	c.requestDuration, _ = reuse("request_duration_seconds", prometheus.NewHistogramVec(hopts("request_duration_seconds",
+		"Time from the gateway receiving a request to the end of its response, by service."), []string{"service"})).(*prometheus.HistogramVec)
+	c.upstreamDuration, _ = reuse("upstream_duration_seconds", prometheus.NewHistogramVec(hopts("upstream_duration_seconds",
+		"Duration of upstream exchanges (including retries), by service."), []string{"service"})).(*prometheus.HistogramVec)
+	c.cacheRequests, _ = reuse("cache_requests_total", prometheus.NewCounterVec(prometheus.CounterOpts(opts("cache_requests_total",
+		"Cache lookups by service and result (hit, miss, stale, bypass, revalidated).")), []string{"service", "result"})).(*prometheus.CounterVec)
+	c.cacheSize, _ = reuse("cache_bytes", newCacheSizeCollector()).(*cacheSizeCollector)
+	c.inflight, _ = reuse("inflight", prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("inflight",
+		"Requests currently being exchanged with a service's upstreams.")), []string{"service"})).(*prometheus.GaugeVec)
+	c.queued, _ = reuse("queued", prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("queued",
+		"Requests waiting for a free slot of a service (beyond max_conns).")), []string{"service"})).(*prometheus.GaugeVec)
+	c.queueRejections, _ = reuse("queue_rejections_total", prometheus.NewCounterVec(prometheus.CounterOpts(opts("queue_rejections_total",
+		"Requests rejected with 503 because a service's queue was full or its queue_timeout passed.")), []string{"service"})).(*prometheus.CounterVec)
+	c.retries, _ = reuse("retries_total", prometheus.NewCounterVec(prometheus.CounterOpts(opts("retries_total",
+		"Upstream attempts beyond the first, by service.")), []string{"service"})).(*prometheus.CounterVec)
+	c.upstreamHealthy, _ = reuse("upstream_healthy", prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("upstream_healthy",
+		"1 when an upstream target of a service is considered healthy, else 0.")), []string{"service", "target"})).(*prometheus.GaugeVec)
+	c.errors, _ = reuse("errors_total", prometheus.NewCounterVec(prometheus.CounterOpts(opts("errors_total",
+		"Failed requests by service and kind (upstream, timeout, queue, bad_request, not_found, panic).")), []string{"service", "kind"})).(*prometheus.CounterVec)
+	c.backgroundPanics, _ = reuse("background_panics_total", prometheus.NewCounter(prometheus.CounterOpts(opts("background_panics_total",
+		"Panics recovered in the gateway's background goroutines (health checks, revalidation, monitors).")))).(prometheus.Counter)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// registerOrReuse registers col, or returns the collector already registered
+// under the same descriptors when it has the same dynamic type.
+func registerOrReuse(reg prometheus.Registerer, col prometheus.Collector) (prometheus.Collector, error) {
+	err := reg.Register(col)
+	if err == nil {
+		return col, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if !errors.As(err, &are) {
+		return col, err
+	}
+	if fmt.Sprintf("%T", are.ExistingCollector) != fmt.Sprintf("%T", col) {
+		return col, fmt.Errorf("registered collector is a %T, want %T: %w", are.ExistingCollector, col, err)
+	}
+	return are.ExistingCollector, nil
+}
+
+// Service returns the metric handles of one service, with every label child
+// resolved up front so that recording a request is a few atomic adds and no
+// map lookups or allocations. Call it in Provision for each configured
+// service (and once with UnknownService) and keep the result; it is safe for
+// concurrent use and returns the same handle for the same name.
+//
+// Only pass configured service names: every distinct name creates series.
+// An empty name is mapped to UnknownService.
+func (c *Collectors) Service(name string) *ServiceMetrics {
+	if name == "" {
+		name = UnknownService
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.services[name]; ok {
+		return s
+	}
+	s := &ServiceMetrics{
+		name:             name,
+		requestDuration:  c.requestDuration.WithLabelValues(name),
+		upstreamDuration: c.upstreamDuration.WithLabelValues(name),
+		inflight:         c.inflight.WithLabelValues(name),
+		queued:           c.queued.WithLabelValues(name),
+		queueRejections:  c.queueRejections.WithLabelValues(name),
+		retries:          c.retries.WithLabelValues(name),
+		upstreamHealthy:  c.upstreamHealthy.MustCurryWith(prometheus.Labels{"service": name}),
+	}
+	for i, class := range statusClasses {
+		s.requests[i] = c.requests.WithLabelValues(name, class)
+	}
+	for i, r := range cacheResultNames {
+		s.cache[i] = c.cacheRequests.WithLabelValues(name, r)
+	}
+	for i, k := range errorKindNames {
+		s.errors[i] = c.errors.WithLabelValues(name, k)
+	}
+	c.services[name] = s
+	return s
+}
+
+// BackgroundPanic counts a panic recovered in a background goroutine, so a
+// crash loop that the recover hides from users still shows on a dashboard.
+func (c *Collectors) BackgroundPanic() { c.backgroundPanics.Inc() }
+
+// CacheSizeFunc reports a cache's current size in bytes and entries. It is
+// called at scrape time, so it must be cheap and safe for concurrent use.
+type CacheSizeFunc func() (bytes, entries int64)
+
+// SetCacheSize registers fn as the source of caddy_gateway_cache_bytes and
+// caddy_gateway_cache_entries under id. The gauges report the sum over all
+// registered ids, so two handlers with separate caches both count, while a
+// cache shared between handlers (one caddy.UsagePool entry) must be
+// registered once, under one id, to avoid counting it twice; registering an
+// id again replaces its function. The returned func removes this
+// registration (a no-op once it has been replaced); call it in Cleanup.
+func (c *Collectors) SetCacheSize(id string, fn CacheSizeFunc) (remove func()) {
+	return c.cacheSize.set(id, fn)
+}
+
+// ServiceMetrics are one service's pre-resolved metric children. All methods
+// are safe for concurrent use and do not allocate.
+type ServiceMetrics struct {
+	name             string
+	requests         [len(statusClasses)]prometheus.Counter
+	requestDuration  prometheus.Observer
+	upstreamDuration prometheus.Observer
+	cache            [numCacheResults]prometheus.Counter
+	inflight         prometheus.Gauge
+	queued           prometheus.Gauge
+	queueRejections  prometheus.Counter
+	retries          prometheus.Counter
+	errors           [numErrorKinds]prometheus.Counter
+	upstreamHealthy  *prometheus.GaugeVec
+}
+
+// Name returns the service label value of these handles.
+func (s *ServiceMetrics) Name() string { return s.name }
+
+// ObserveRequest records one answered request: its status class and its
+// total duration as the client saw it (cache hits included).
+func (s *ServiceMetrics) ObserveRequest(code int, d time.Duration) {
+	s.requests[statusClassIndex(code)].Inc()
+	s.requestDuration.Observe(d.Seconds())
+}
+
+// ObserveUpstream records the duration of the upstream part of a request
+// (all attempts), which tells slow upstreams apart from a slow gateway.
+func (s *ServiceMetrics) ObserveUpstream(d time.Duration) {
+	s.upstreamDuration.Observe(d.Seconds())
+}
+
+// ObserveCache counts one cache lookup outcome; invalid values are ignored.
+func (s *ServiceMetrics) ObserveCache(r CacheResult) {
+	if r < numCacheResults {
+		s.cache[r].Inc()
+	}
+}
+
+// ObserveError counts one failed request by kind; invalid values are ignored.
+func (s *ServiceMetrics) ObserveError(k ErrorKind) {
+	if k < numErrorKinds {
+		s.errors[k].Inc()
+	}
+}
+
+// Inflight is the gauge of requests holding a slot of the service's pool;
+// the pool Incs on acquire and Decs on release.
+func (s *ServiceMetrics) Inflight() prometheus.Gauge { return s.inflight }
+
+// Queued is the gauge of requests waiting for a slot of the service's pool.
+func (s *ServiceMetrics) Queued() prometheus.Gauge { return s.queued }
+
+// QueueRejected counts a request turned away because the queue was full or
+// its wait exceeded queue_timeout.
+func (s *ServiceMetrics) QueueRejected() { s.queueRejections.Inc() }
+
+// Retried counts one upstream attempt beyond the first.
+func (s *ServiceMetrics) Retried() { s.retries.Inc() }
+
+// SetUpstreamHealthy sets caddy_gateway_upstream_healthy for one target
+// (its dial address, never a URL with credentials). Health changes are rare,
+// so this resolves the label child on each call.
+func (s *ServiceMetrics) SetUpstreamHealthy(target string, healthy bool) {
+	v := 0.0
+	if healthy {
+		v = 1
+	}
+	s.upstreamHealthy.WithLabelValues(target).Set(v)
+}
+
+// cacheSizeCollector exports the summed size of all registered caches as two
+// gauges computed at scrape time.
+type cacheSizeCollector struct {
+	bytesDesc   *prometheus.Desc
+	entriesDesc *prometheus.Desc
+
+	mu      sync.Mutex
+	sources map[string]*cacheSource
+}
+
+type cacheSource struct{ fn CacheSizeFunc }
+
+func newCacheSizeCollector() *cacheSizeCollector {
+	return &cacheSizeCollector{
+		bytesDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, Subsystem, "cache_bytes"),
+			"Bytes held by the gateway's response caches.", nil, nil),
+		entriesDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, Subsystem, "cache_entries"),
+			"Entries held by the gateway's response caches.", nil, nil),
+		sources: make(map[string]*cacheSource),
+	}
+}
+
+func (c *cacheSizeCollector) set(id string, fn CacheSizeFunc) func() {
+	src := &cacheSource{fn: fn}
+	c.mu.Lock()
+	c.sources[id] = src
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		if c.sources[id] == src {
+			delete(c.sources, id)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *cacheSizeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytesDesc
+	ch <- c.entriesDesc
+}
+
+// Collect implements prometheus.Collector; the size functions run outside
+// the lock so a slow one cannot block SetCacheSize.
+func (c *cacheSizeCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	fns := make([]CacheSizeFunc, 0, len(c.sources))
+	for _, s := range c.sources {
+		if s.fn != nil {
+			fns = append(fns, s.fn)
+		}
+	}
+	c.mu.Unlock()
+	var bytes, entries int64
+	for _, fn := range fns {
+		b, e := fn()
+		bytes += b
+		entries += e
+	}
+	ch <- prometheus.MustNewConstMetric(c.bytesDesc, prometheus.GaugeValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(c.entriesDesc, prometheus.GaugeValue, float64(entries))
+}

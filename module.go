@@ -1,0 +1,363 @@
+// Package gateway is an API gateway for Caddy: the `gateway` HTTP handler
+// routes /api/{service}/{path} to each service's upstreams through Caddy's
+// own reverse proxy, injects per-service tokens, caches answers (RFC 9111,
+// ristretto-backed), limits and queues load per service, and reports what
+// it does through Caddy's metrics registry and admin API.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/pool"
+	"github.com/caddy-gateway/caddy-gateway/upstream"
+)
+
+func init() {
+	caddy.RegisterModule(Gateway{})
+}
+
+// DefaultPrefix is the path prefix below which services are routed when
+// neither the matcher nor `prefix` says otherwise.
+const DefaultPrefix = "/api"
+
+// Gateway is the `http.handlers.gateway` module: an API gateway that routes
+// {prefix}/{service}/{path} to the upstreams of the named service.
+type Gateway struct {
+	// Name identifies this handler in the admin API when a config holds
+	// several gateways. Default: "gateway", then "gateway2", ... by order.
+	Name string `json:"name,omitempty"`
+
+	// Prefix is the path below which the first segment names the service.
+	// Default "/api" (the Caddyfile takes it from a `/x/*` matcher).
+	Prefix string `json:"prefix,omitempty"`
+
+	// Services are the services this gateway routes to.
+	Services []*upstream.Config `json:"services,omitempty"`
+
+	// Cache enables the response cache; nil disables it.
+	Cache *CacheConfig `json:"cache,omitempty"`
+
+	// HealthPath, when set, answers GET on that exact path with the
+	// aggregate health of all services: 200 when every service has a
+	// healthy upstream, else 503. No upstream address is shown.
+	HealthPath string `json:"health_path,omitempty"`
+
+	// SlowRequest logs one warning for each request slower than this.
+	// 0 disables slow-request logs.
+	SlowRequest caddy.Duration `json:"slow_request,omitempty"`
+
+	// MaxBody rejects request bodies larger than this many bytes with 413.
+	// 0 means no limit (bodies are streamed).
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// MemoryInterval is how often the memory monitor samples the Go
+	// runtime. Default 60s.
+	MemoryInterval caddy.Duration `json:"memory_interval,omitempty"`
+
+	// MemoryLeakThreshold is the heap growth over the monitor's window, in
+	// bytes, above which a leak warning is logged. Default 10 MiB.
+	MemoryLeakThreshold int64 `json:"memory_leak_threshold,omitempty"`
+
+	prefix   string
+	services map[string]*upstream.Service
+	order    []*upstream.Service
+	cache    *cache.Cache
+	cacheKey string
+	logger   *zap.Logger
+	id       string
+	seq      uint64
+}
+
+// CacheConfig configures the response cache shared by all services of a
+// gateway. Sizes are bytes.
+type CacheConfig struct {
+	// MaxSize bounds the bytes held by cached entries. Default 256 MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+	// MaxItemSize: larger answers are streamed through, not stored. Default 1 MiB.
+	MaxItemSize int64 `json:"max_item_size,omitempty"`
+	// DefaultTTL is the freshness given to storable answers that carry no
+	// freshness information of their own. Default 0: such answers are not
+	// reused without revalidation, as RFC 9111 expects.
+	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
+	// StaleWhileRevalidate serves a stale entry at once for this long after
+	// it expired, refreshing it in the background.
+	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
+	// StaleIfError serves a stale entry for this long after it expired
+	// when the upstream fails or answers 5xx.
+	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Gateway) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gateway",
+		New: func() caddy.Module { return new(Gateway) },
+	}
+}
+
+// handlerSeq numbers provisioned gateways, so the admin API can tell the
+// newest of two same-named handlers apart during a reload.
+var handlerSeq atomic.Uint64
+
+// Provision builds the services, the cache and the background workers.
+func (g *Gateway) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	g.prefix = strings.TrimSuffix(g.Prefix, "/")
+	if g.Prefix == "" {
+		g.prefix = DefaultPrefix
+	}
+	if err := g.Validate(); err != nil {
+		return err
+	}
+
+	g.services = make(map[string]*upstream.Service, len(g.Services))
+	for _, sc := range g.Services {
+		svc, err := upstream.New(ctx, sc, g.logger)
+		if err != nil {
+			_ = g.Cleanup()
+			return err
+		}
+		g.services[sc.Name] = svc
+		g.order = append(g.order, svc)
+	}
+
+	if g.Cache != nil {
+		if err := g.provisionCache(); err != nil {
+			_ = g.Cleanup()
+			return err
+		}
+	}
+
+	g.seq = handlerSeq.Add(1)
+	g.id = strconv.FormatUint(g.seq, 10)
+	_, _ = handlers.LoadOrStore(g.id, g)
+	return nil
+}
+
+// provisionCache takes the cache from a usage pool keyed by the cache
+// config and the services it serves, so a reload that changes neither keeps
+// the cache warm, and any change starts from an empty one.
+func (g *Gateway) provisionCache() error {
+	type identity struct {
+		Cache    *CacheConfig
+		Prefix   string
+		Name     string
+		Services [][]string
+	}
+	id := identity{Cache: g.Cache, Prefix: g.prefix, Name: g.Name}
+	for _, s := range g.Services {
+		id.Services = append(id.Services, append([]string{s.Name}, s.Upstreams...))
+	}
+	raw, err := json.Marshal(id)
+	if err != nil {
+		return fmt.Errorf("cache identity: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	g.cacheKey = "gateway.cache." + hex.EncodeToString(sum[:])
+	val, _, err := caches.LoadOrNew(g.cacheKey, func() (caddy.Destructor, error) {
+		// Background refreshes run on workers that live as long as the
+		// cache; a job from an unloaded config finishes or is dropped.
+		workers := pool.NewWorkers("cache-revalidation", 2, 256, g.logger)
+		c, err := cache.New(cache.Options{
+			Runner:               workers,
+			Detach:               detach,
+			MaxSize:              g.Cache.MaxSize,
+			MaxItemSize:          g.Cache.MaxItemSize,
+			DefaultTTL:           time.Duration(g.Cache.DefaultTTL),
+			StaleWhileRevalidate: time.Duration(g.Cache.StaleWhileRevalidate),
+			StaleIfError:         time.Duration(g.Cache.StaleIfError),
+			Logger:               g.logger.Named("cache"),
+		})
+		if err != nil {
+			workers.Close()
+			return nil, err
+		}
+		return &cacheDestructor{Cache: c, workers: workers}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	g.cache = val.(*cacheDestructor).Cache
+	return nil
+}
+
+// Validate rejects configs that cannot work, naming the offending field.
+func (g *Gateway) Validate() error {
+	if g.Prefix != "" && (!strings.HasPrefix(g.Prefix, "/") || strings.ContainsAny(g.Prefix, "*?#%")) {
+		return fmt.Errorf("prefix %q must be a plain path starting with '/'", g.Prefix)
+	}
+	if len(g.Services) == 0 {
+		return fmt.Errorf("no service declared")
+	}
+	seen := make(map[string]bool, len(g.Services))
+	for _, s := range g.Services {
+		if err := s.Validate(); err != nil {
+			return err
+		}
+		if seen[s.Name] {
+			return fmt.Errorf("service %q declared twice", s.Name)
+		}
+		seen[s.Name] = true
+	}
+	if g.HealthPath != "" && !strings.HasPrefix(g.HealthPath, "/") {
+		return fmt.Errorf("health_path %q must start with '/'", g.HealthPath)
+	}
+	if g.SlowRequest < 0 || g.MemoryInterval < 0 || g.MemoryLeakThreshold < 0 || g.MaxBody < 0 {
+		return fmt.Errorf("slow_request, memory_interval, memory_leak_threshold and max_body must not be negative")
+	}
+	if c := g.Cache; c != nil {
+		if c.MaxSize < 0 || c.MaxItemSize < 0 || c.DefaultTTL < 0 || c.StaleWhileRevalidate < 0 || c.StaleIfError < 0 {
+			return fmt.Errorf("cache: sizes and durations must not be negative")
+		}
+		if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
+			return fmt.Errorf("cache: max_item_size (%d) exceeds max_size (%d)", c.MaxItemSize, c.MaxSize)
+		}
+	}
+	return nil
+}
+
+// Cleanup stops everything Provision started. The cache stays alive while
+// another config (the one replacing this one) still uses it.
+func (g *Gateway) Cleanup() error {
+	if g.id != "" {
+		_, _ = handlers.Delete(g.id)
+	}
+	var errs []error
+	if g.cacheKey != "" {
+		_, _ = caches.Delete(g.cacheKey)
+	}
+	for _, s := range g.order {
+		errs = append(errs, s.Cleanup())
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP routes the request to its service, through the cache if enabled.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.HealthPath != "" && r.URL.Path == g.HealthPath {
+		return g.serveHealth(w, r)
+	}
+	name, rest, err := splitRoute(g.prefix, r.URL.EscapedPath())
+	switch {
+	case errors.Is(err, errNotOurs):
+		return next.ServeHTTP(w, r)
+	case errors.Is(err, errNoService):
+		return writeError(w, r, http.StatusNotFound, "", "no service in path: use "+g.prefix+"/{service}/...", 0)
+	case err != nil:
+		return writeError(w, r, http.StatusBadRequest, name, "invalid path: dot-segments and encoded separators are not allowed", 0)
+	}
+	svc := g.services[name]
+	if svc == nil {
+		return writeError(w, r, http.StatusNotFound, name, "unknown service", 0)
+	}
+	if g.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > g.MaxBody {
+			return writeError(w, r, http.StatusRequestEntityTooLarge, name, "request body too large", 0)
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, g.MaxBody)
+	}
+	setPath(r.URL, rest)
+
+	if g.cache != nil {
+		_, err = g.cache.Serve(w, r, name, svc.Forward)
+	} else {
+		err = svc.Forward(w, r)
+	}
+	if err != nil {
+		return g.answerError(w, r, name, err)
+	}
+	return nil
+}
+
+// answerError turns a failed exchange into the JSON answer the client gets.
+func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, service string, err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return writeError(w, r, http.StatusRequestEntityTooLarge, service, "request body too large", 0)
+	}
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		ue = &upstream.Error{Status: http.StatusBadGateway, Service: service, Message: "upstream unavailable", Err: err}
+	}
+	if ue.Status == upstream.StatusClientClosedRequest {
+		// nobody is listening; let Caddy's access log record the status
+		return caddyhttp.Error(ue.Status, ue)
+	}
+	if c := g.logger.Check(zap.ErrorLevel, "upstream exchange failed"); c != nil {
+		c.Write(zap.String("service", service), zap.Int("status", ue.Status),
+			zap.String("request_id", requestID(r)), zap.Error(ue.Err))
+	}
+	return writeError(w, r, ue.Status, service, ue.Message, ue.RetryAfter)
+}
+
+// serveHealth answers the public aggregate health check.
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) error {
+	status, down := http.StatusOK, []string{}
+	for _, s := range g.order {
+		if !s.Healthy() {
+			status = http.StatusServiceUnavailable
+			down = append(down, s.Name)
+		}
+	}
+	state := "ok"
+	if status != http.StatusOK {
+		state = "degraded"
+	}
+	return writeJSON(w, status, map[string]any{"status": state, "unhealthy_services": down})
+}
+
+// detach gives a background refresh its own copy of r with fresh Caddy
+// request state (replacer, vars), so it can outlive the client's request
+// without sharing mutable state with it.
+func detach(r *http.Request) (*http.Request, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	out := r.Clone(ctx)
+	out.Body = http.NoBody
+	out.ContentLength = 0
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	out = caddyhttp.PrepareRequest(out, caddy.NewReplacer(), nil, srv)
+	return out, cancel
+}
+
+// cacheDestructor lets a cache and its refresh workers live in a
+// caddy.UsagePool, ending together when the last config using them goes.
+type cacheDestructor struct {
+	*cache.Cache
+	workers *pool.Workers
+}
+
+func (c *cacheDestructor) Destruct() error {
+	c.workers.Close()
+	c.Close()
+	return nil
+}
+
+// caches holds response caches across config reloads; handlers holds the
+// live gateways for the admin API. Both are Caddy usage pools.
+var (
+	caches   = caddy.NewUsagePool()
+	handlers = caddy.NewUsagePool()
+)
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Gateway)(nil)
+	_ caddy.Validator             = (*Gateway)(nil)
+	_ caddy.CleanerUpper          = (*Gateway)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
+)

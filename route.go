@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// Routing errors; each becomes a JSON 4xx answer.
+var (
+	// errNoService: the path is the prefix itself, nothing names a service.
+	errNoService = errors.New("no service in path")
+	// errBadPath: the path could escape its service or smuggle a separator.
+	errBadPath = errors.New("invalid path")
+	// errNotOurs: the path is not under the gateway's prefix at all.
+	errNotOurs = errors.New("path outside the gateway prefix")
+)
+
+// splitRoute splits the escaped request path into the service name and the
+// rest of the path (escaped, starting with '/'), below prefix.
+//
+// Dot-segments and encoded separators are rejected rather than cleaned: a
+// request such as /api/users/..%2fadmin/x must never reach another service
+// (with that service's token) or a path above its service's base path, and
+// an API client has no reason to send them.
+func splitRoute(prefix, escaped string) (service, rest string, err error) {
+	if !strings.HasPrefix(escaped, prefix) {
+		return "", "", errNotOurs
+	}
+	p := escaped[len(prefix):]
+	if p == "" || p == "/" {
+		return "", "", errNoService
+	}
+	if p[0] != '/' {
+		return "", "", errNotOurs // e.g. /apix with prefix /api
+	}
+	p = p[1:]
+	rest = "/"
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		p, rest = p[:i], p[i:]
+	}
+	if p == "" {
+		return "", "", errNoService // "//": an empty service segment
+	}
+	if service, err = cleanSegment(p); err != nil {
+		return "", "", err
+	}
+	if err := checkRest(rest); err != nil {
+		return service, "", err
+	}
+	return service, rest, nil
+}
+
+// cleanSegment unescapes one path segment and rejects the ones that would
+// change the path's structure once decoded.
+func cleanSegment(seg string) (string, error) {
+	if strings.IndexByte(seg, '%') < 0 {
+		if seg == "." || seg == ".." || strings.IndexByte(seg, '\\') >= 0 {
+			return "", errBadPath
+		}
+		return seg, nil
+	}
+	dec, err := url.PathUnescape(seg)
+	if err != nil {
+		return "", errBadPath
+	}
+	if dec == "." || dec == ".." || strings.ContainsAny(dec, "/\\\x00") {
+		return "", errBadPath
+	}
+	return dec, nil
+}
+
+// checkRest validates every segment of the path after the service name.
+func checkRest(rest string) error {
+	for seg := range strings.SplitSeq(rest[1:], "/") {
+		if _, err := cleanSegment(seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setPath points u at the service-relative path rest (escaped form).
+func setPath(u *url.URL, rest string) {
+	if strings.IndexByte(rest, '%') < 0 {
+		u.Path, u.RawPath = rest, ""
+		return
+	}
+	dec, _ := url.PathUnescape(rest) // validated by splitRoute
+	u.Path, u.RawPath = dec, rest
+}

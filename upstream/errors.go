@@ -1,0 +1,88 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-gateway/caddy-gateway/pool"
+)
+
+// StatusClientClosedRequest is the non-standard status Caddy (and nginx)
+// record when the client went away before an answer; nothing is written.
+const StatusClientClosedRequest = 499
+
+// Error is a failed exchange with a service, carrying what the gateway
+// answers the client: a status and a message safe to show (never the
+// upstream's address, never a token). Err keeps the cause for the logs.
+type Error struct {
+	Status     int
+	Service    string
+	Message    string
+	RetryAfter time.Duration // set on 503 answers from admission control
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("service %q: %s", e.Service, e.Message)
+	}
+	return fmt.Sprintf("service %q: %s: %v", e.Service, e.Message, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Kind is a bounded label for metrics: upstream, timeout, queue, client.
+func (e *Error) Kind() string {
+	switch {
+	case e.Status == StatusClientClosedRequest:
+		return "client"
+	case e.Status == http.StatusGatewayTimeout:
+		return "timeout"
+	case e.RetryAfter > 0:
+		return "queue"
+	}
+	return "upstream"
+}
+
+// mapError turns what the reverse proxy returned into an *Error. clientCtx
+// is the client's request context, ctx the exchange's (with the timeout).
+func (s *Service) mapError(clientCtx, ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	e := &Error{Status: http.StatusBadGateway, Service: s.Name, Message: "upstream unavailable", Err: err}
+	var he caddyhttp.HandlerError
+	switch {
+	case clientCtx.Err() != nil:
+		e.Status, e.Message = StatusClientClosedRequest, "client closed request"
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		e.Status, e.Message = http.StatusGatewayTimeout, "upstream timeout"
+	case errors.As(err, &he):
+		switch he.StatusCode {
+		case http.StatusServiceUnavailable:
+			e.Status, e.Message = http.StatusServiceUnavailable, "no healthy upstream"
+		case http.StatusGatewayTimeout:
+			e.Status, e.Message = http.StatusGatewayTimeout, "upstream timeout"
+		}
+	}
+	return e
+}
+
+// admissionError answers a request that could not get a slot.
+func (s *Service) admissionError(clientCtx context.Context, err error) error {
+	e := &Error{Status: http.StatusServiceUnavailable, Service: s.Name, RetryAfter: time.Second, Err: err}
+	switch {
+	case clientCtx.Err() != nil:
+		e.Status, e.Message, e.RetryAfter = StatusClientClosedRequest, "client closed request", 0
+	case errors.Is(err, pool.ErrQueueFull):
+		e.Message = "service overloaded: queue full"
+	default: // queue timeout or the exchange deadline passed while queued
+		e.Message = "service overloaded: queue timeout"
+	}
+	return e
+}

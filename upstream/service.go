@@ -1,0 +1,305 @@
+package upstream
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/caddy-gateway/pool"
+)
+
+// Service is a provisioned service: Caddy's reverse proxy handler for its
+// upstreams, plus admission, retries, timeout and token injection. It is
+// safe for concurrent use; ServeHTTP-time code only reads its fields.
+type Service struct {
+	// Name is the service's path segment.
+	Name string
+
+	cfg       *Config
+	basePath  string // upstream base path without trailing slash, escaped
+	proxy     *reverseproxy.Handler
+	transport *reverseproxy.HTTPTransport
+	timeout   time.Duration
+	retries   int
+	backoff   pool.Backoff
+	budget    *pool.Budget
+	limiter   *pool.Limiter
+	conns     *pool.ConnCounter
+	hasToken  bool
+	logger    *zap.Logger
+
+	retried atomic.Int64
+}
+
+// New builds and provisions the service described by cfg. ctx is the Caddy
+// context of the config being loaded; every goroutine the service starts
+// (active health checks) ends when that context is cancelled.
+func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		Name:    cfg.Name,
+		cfg:     cfg,
+		timeout: durationOr(cfg.Timeout, DefaultTimeout),
+		retries: cfg.Retries,
+		backoff: pool.Backoff{
+			Base: durationOr(cfg.RetryBackoffBase, DefaultRetryBase),
+			Cap:  durationOr(cfg.RetryBackoffCap, DefaultRetryCap),
+		},
+		budget:  pool.NewBudget(0.2, 10, 10*time.Second),
+		limiter: pool.NewLimiter(cfg.MaxConns, cfg.MaxPending, durationOr(cfg.QueueTimeout, DefaultQueueTimeout)),
+		conns:   new(pool.ConnCounter),
+		logger:  logger.With(zap.String("service", cfg.Name)),
+	}
+
+	token, err := resolveToken(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("service %q: %w", cfg.Name, err)
+	}
+	s.hasToken = token != ""
+
+	h := new(reverseproxy.Handler)
+	if cfg.Proxy != nil {
+		// copy so that provisioning never writes into the user's config
+		raw, err := json.Marshal(cfg.Proxy)
+		if err != nil {
+			return nil, fmt.Errorf("service %q: proxy: %w", cfg.Name, err)
+		}
+		if err := json.Unmarshal(raw, h); err != nil {
+			return nil, fmt.Errorf("service %q: proxy: %w", cfg.Name, err)
+		}
+	}
+
+	var scheme string
+	for _, raw := range cfg.Upstreams {
+		u, _ := ParseUpstream(raw) // validated above
+		scheme = u.Scheme
+		s.basePath = strings.TrimSuffix(u.EscapedPath(), "/")
+		h.Upstreams = append(h.Upstreams, &reverseproxy.Upstream{Dial: dialAddress(u)})
+	}
+
+	t, err := s.buildTransport(ctx, h, scheme)
+	if err != nil {
+		return nil, fmt.Errorf("service %q: transport: %w", cfg.Name, err)
+	}
+	s.transport = t
+	h.TransportRaw = nil
+	tt := newGatewayTransport(t, token)
+	h.Transport = tt
+
+	// The upstream sees its own Host, as an API client calling it directly
+	// would, unless the proxy block sets one with header_up.
+	tt.setHost = h.Headers == nil || h.Headers.Request == nil ||
+		(h.Headers.Request.Set.Get("Host") == "" && h.Headers.Request.Add.Get("Host") == "")
+
+	if h.LoadBalancing == nil {
+		h.LoadBalancing = new(reverseproxy.LoadBalancing)
+	}
+	if cfg.LB != "" || h.LoadBalancing.SelectionPolicyRaw == nil {
+		policy := cfg.LB
+		if policy == "" {
+			policy = "round_robin"
+		}
+		h.LoadBalancing.SelectionPolicyRaw = json.RawMessage(fmt.Sprintf(`{"policy":%q}`, policy))
+	}
+
+	if hc := cfg.Health; hc != nil {
+		if h.HealthChecks == nil {
+			h.HealthChecks = new(reverseproxy.HealthChecks)
+		}
+		h.HealthChecks.Active = &reverseproxy.ActiveHealthChecks{
+			URI:          hc.Path,
+			Interval:     caddy.Duration(durationOr(hc.Interval, 10*time.Second)),
+			Timeout:      caddy.Duration(durationOr(hc.Timeout, 5*time.Second)),
+			ExpectStatus: hc.ExpectStatus,
+		}
+	}
+
+	if err := h.Provision(ctx); err != nil {
+		_ = t.Cleanup()
+		return nil, fmt.Errorf("service %q: provisioning reverse proxy: %w", cfg.Name, err)
+	}
+	s.proxy = h
+	return s, nil
+}
+
+// buildTransport provisions Caddy's HTTP transport for the service, taking
+// the user's `proxy { transport http {...} }` settings when present, and
+// wraps its dialer so open connections are counted from real state.
+func (s *Service) buildTransport(ctx caddy.Context, h *reverseproxy.Handler, scheme string) (*reverseproxy.HTTPTransport, error) {
+	t := new(reverseproxy.HTTPTransport)
+	if h.TransportRaw != nil {
+		var probe struct {
+			Protocol string `json:"protocol"`
+		}
+		if err := json.Unmarshal(h.TransportRaw, &probe); err != nil {
+			return nil, err
+		}
+		if probe.Protocol != "http" {
+			return nil, fmt.Errorf("only the http transport is supported, not %q", probe.Protocol)
+		}
+		if err := json.Unmarshal(h.TransportRaw, t); err != nil {
+			return nil, err
+		}
+	}
+	if t.DialTimeout == 0 {
+		t.DialTimeout = caddy.Duration(durationOr(s.cfg.DialTimeout, DefaultDialTimeout))
+	}
+	if t.KeepAlive == nil {
+		t.KeepAlive = new(reverseproxy.KeepAlive)
+	}
+	if t.KeepAlive.MaxIdleConnsPerHost == 0 {
+		// Caddy's default of 32 idle connections per host costs throughput
+		// under many concurrent clients; idle sockets are cheap.
+		t.KeepAlive.MaxIdleConnsPerHost = max(128, s.cfg.MaxConns)
+	}
+	if scheme == "https" && t.TLS == nil {
+		t.TLS = new(reverseproxy.TLSConfig)
+	}
+	if err := t.Provision(ctx); err != nil {
+		return nil, err
+	}
+	if t.Transport != nil && t.Transport.DialContext != nil {
+		t.Transport.DialContext = s.conns.WrapDial(t.Transport.DialContext)
+	}
+	return t, nil
+}
+
+// Cleanup releases what New provisioned: the reverse proxy's upstream
+// registrations and connections, and the transport's idle connections.
+func (s *Service) Cleanup() error {
+	var errs []error
+	if s.proxy != nil {
+		errs = append(errs, s.proxy.Cleanup())
+	}
+	if s.transport != nil {
+		errs = append(errs, s.transport.Cleanup())
+	}
+	return errors.Join(errs...)
+}
+
+// Timeout is the budget of one upstream exchange; callers waiting on
+// another request's answer (cache coalescing) use it too.
+func (s *Service) Timeout() time.Duration { return s.timeout }
+
+// HasToken reports whether the service injects its own credential.
+func (s *Service) HasToken() bool { return s.hasToken }
+
+// resolveToken reads the service's token from its placeholder or file.
+func resolveToken(cfg *Config) (string, error) {
+	switch {
+	case cfg.TokenFile != "":
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("token_file: %w", err)
+		}
+		tok := strings.TrimRight(string(b), "\r\n")
+		if tok == "" {
+			return "", fmt.Errorf("token_file %q is empty", cfg.TokenFile)
+		}
+		return tok, nil
+	case cfg.Token != "":
+		tok := caddy.NewReplacer().ReplaceKnown(cfg.Token, "")
+		if tok == "" {
+			// never echo the configured value: it may be a literal secret
+			return "", fmt.Errorf("token resolves to an empty value (is its environment variable set?)")
+		}
+		if strings.ContainsAny(tok, "\r\n") {
+			return "", fmt.Errorf("token contains a line break")
+		}
+		return tok, nil
+	}
+	return "", nil
+}
+
+// dialAddress turns an upstream URL into the host:port Caddy dials.
+func dialAddress(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+func durationOr(d caddy.Duration, def time.Duration) time.Duration {
+	if d > 0 {
+		return time.Duration(d)
+	}
+	return def
+}
+
+// nopNext terminates the reverse proxy's middleware chain: the gateway is
+// always the last handler for a routed request.
+var nopNext = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+// Healthy reports whether at least one upstream of the service can take a
+// request (healthy by active and passive checks, under its own limits).
+func (s *Service) Healthy() bool {
+	for _, u := range s.proxy.Upstreams {
+		if u.Available() {
+			return true
+		}
+	}
+	return false
+}
+
+// Targets reports each upstream's state for the admin API. Only the dial
+// address is shown: never a token or header.
+func (s *Service) Targets() []TargetState {
+	out := make([]TargetState, 0, len(s.proxy.Upstreams))
+	for _, u := range s.proxy.Upstreams {
+		out = append(out, TargetState{
+			Address:     u.String(),
+			Healthy:     u.Healthy(),
+			Available:   u.Available(),
+			NumRequests: u.Host.NumRequests(),
+			Fails:       u.Host.Fails(),
+		})
+	}
+	return out
+}
+
+// TargetState is one upstream's health as the admin API shows it.
+type TargetState struct {
+	Address     string `json:"address"`
+	Healthy     bool   `json:"healthy"`
+	Available   bool   `json:"available"`
+	NumRequests int    `json:"num_requests"`
+	Fails       int    `json:"fails"`
+}
+
+// PoolStats is a service's admission and connection state for the admin API.
+type PoolStats struct {
+	Admission   pool.LimiterStats `json:"admission"`
+	Connections pool.ConnStats    `json:"connections"`
+	Retries     int64             `json:"retries"`
+	MaxConns    int               `json:"max_conns"`
+	MaxPending  int               `json:"max_pending"`
+}
+
+// PoolStats reports the service's admission queue and connections.
+func (s *Service) PoolStats() PoolStats {
+	return PoolStats{
+		Admission:   s.limiter.Stats(),
+		Connections: s.conns.Stats(),
+		Retries:     s.retried.Load(),
+		MaxConns:    s.cfg.MaxConns,
+		MaxPending:  s.cfg.MaxPending,
+	}
+}
