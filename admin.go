@@ -42,6 +42,9 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		})}
 	}
 	return []caddy.AdminRoute{
+		route("/gateway/stats", http.MethodGet, a.stats),
+		route("/gateway/profile", http.MethodGet, a.profile),
+		route("/gateway/memory", http.MethodGet, a.memory),
 		route("/gateway/health", http.MethodGet, a.health),
 		route("/gateway/pools", http.MethodGet, a.pools),
 		route("/gateway/cache", http.MethodDelete, a.purge),
@@ -98,6 +101,59 @@ func displayName(g *Gateway) string {
 		return g.Name
 	}
 	return "gateway"
+}
+
+// stats answers requests, cache hits/misses, errors and the EWMA response
+// time per service and in total, per gateway.
+func (adminAPI) stats(w http.ResponseWriter, _ *http.Request, gws []*Gateway) error {
+	out := map[string]any{}
+	for _, g := range gws {
+		snap := g.obs.stats.Snapshot()
+		entry := map[string]any{"total": snap.Total, "services": snap.Services}
+		if g.cache != nil {
+			entry["cache"] = g.cache.Stats()
+		}
+		out[displayName(g)] = entry
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
+}
+
+// profile answers the latency profile (count, total, avg, min, max,
+// p50/p95/p99, lifetime and recent window) per service and cache result.
+func (adminAPI) profile(w http.ResponseWriter, _ *http.Request, gws []*Gateway) error {
+	out := map[string]any{}
+	for _, g := range gws {
+		out[displayName(g)] = g.obs.profiler.Snapshot()
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
+}
+
+// memory answers the memory monitor's samples, trend and leak warning;
+// ?top=N adds the top N allocation sites (rate-limited).
+func (adminAPI) memory(w http.ResponseWriter, r *http.Request, gws []*Gateway) error {
+	if len(gws) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no gateway is running")}
+	}
+	// the runtime is one per process: the newest gateway's monitor speaks for all
+	g := gws[0]
+	for _, o := range gws[1:] {
+		if o.seq > g.seq {
+			g = o
+		}
+	}
+	out := map[string]any{"monitor": g.memory.Snapshot()}
+	if top := r.URL.Query().Get("top"); top != "" {
+		n, err := strconv.Atoi(top)
+		if err != nil || n <= 0 || n > 1000 {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("top must be an integer in 1..1000")}
+		}
+		sites, err := g.memory.TopAllocations(n)
+		if err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
+		}
+		out["top_allocations"] = sites
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 // health answers each service's targets and their state.

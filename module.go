@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/metrics"
 	"github.com/caddy-gateway/caddy-gateway/pool"
 	"github.com/caddy-gateway/caddy-gateway/upstream"
 )
@@ -76,6 +77,13 @@ type Gateway struct {
 	prefix   string
 	services map[string]*upstream.Service
 	order    []*upstream.Service
+	routes   map[string]*route
+	unknown  *metrics.ServiceMetrics
+	obs      *observers
+	obsKey   string
+	memory   *metrics.MemoryMonitor
+	slow     time.Duration
+	dropSize func()
 	cache    *cache.Cache
 	cacheKey string
 	logger   *zap.Logger
@@ -125,14 +133,40 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	g.slow = time.Duration(g.SlowRequest)
+
+	collectors, err := metrics.NewCollectors(ctx.GetMetricsRegistry())
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	g.unknown = collectors.Service(metrics.UnknownService)
+	g.obsKey = "gateway.observers." + displayName(g)
+	val, _, err := observerPool.LoadOrNew(g.obsKey, func() (caddy.Destructor, error) {
+		return &observers{stats: metrics.NewStats(), profiler: metrics.NewProfiler(metrics.DefaultProfileWindow)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	g.obs = val.(*observers)
+
 	g.services = make(map[string]*upstream.Service, len(g.Services))
+	g.routes = make(map[string]*route, len(g.Services))
 	for _, sc := range g.Services {
 		svc, err := upstream.New(ctx, sc, g.logger)
 		if err != nil {
 			_ = g.Cleanup()
 			return err
 		}
+		sm := collectors.Service(sc.Name)
+		svc.OnRetry = sm.Retried
+		rt := &route{svc: svc, metrics: sm, stats: g.obs.stats.Service(sc.Name), latency: g.obs.profiler.Series(sc.Name)}
+		rt.fetch = rt.forward
+		rt.byResult = make([]*metrics.Series, len(cacheResults))
+		for _, res := range cacheResults {
+			rt.byResult[res] = g.obs.profiler.Series(sc.Name + "/" + res.String())
+		}
 		g.services[sc.Name] = svc
+		g.routes[sc.Name] = rt
 		g.order = append(g.order, svc)
 	}
 
@@ -141,7 +175,20 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			_ = g.Cleanup()
 			return err
 		}
+		c := g.cache
+		g.dropSize = collectors.SetCacheSize(g.cacheKey, func() (int64, int64) {
+			st := c.Stats()
+			return st.Bytes, int64(st.Entries)
+		})
 	}
+
+	threshold := g.MemoryLeakThreshold
+	if threshold == 0 {
+		threshold = 10 << 20
+	}
+	g.memory = metrics.NewMemoryMonitor(time.Duration(g.MemoryInterval), uint64(threshold), metrics.DefaultMemoryRingSize,
+		g.logger.Named("memory"), metrics.WithMemoryPanicHook(func(any) { collectors.BackgroundPanic() }))
+	g.memory.Start(ctx)
 
 	g.seq = handlerSeq.Add(1)
 	g.id = strconv.FormatUint(g.seq, 10)
@@ -238,6 +285,15 @@ func (g *Gateway) Cleanup() error {
 		_, _ = handlers.Delete(g.id)
 	}
 	var errs []error
+	if g.memory != nil {
+		g.memory.Stop()
+	}
+	if g.dropSize != nil {
+		g.dropSize()
+	}
+	if g.obsKey != "" && g.obs != nil {
+		_, _ = observerPool.Delete(g.obsKey)
+	}
 	if g.cacheKey != "" {
 		_, _ = caches.Delete(g.cacheKey)
 	}
@@ -261,8 +317,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case err != nil:
 		return writeError(w, r, http.StatusBadRequest, name, "invalid path: dot-segments and encoded separators are not allowed", 0)
 	}
-	svc := g.services[name]
-	if svc == nil {
+	rt := g.routes[name]
+	if rt == nil {
+		g.unknown.ObserveRequest(http.StatusNotFound, 0)
 		return writeError(w, r, http.StatusNotFound, name, "unknown service", 0)
 	}
 	if g.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
@@ -273,15 +330,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	setPath(r.URL, rest)
 
+	start := time.Now()
+	ex := exchanges.Get().(*exchange)
+	ex.w, ex.rt = w, rt
+	res := cache.ResultBypass
 	if g.cache != nil {
-		_, err = g.cache.Serve(w, r, name, svc.Forward)
+		res, err = g.cache.Serve(ex, r, name, rt.fetch)
 	} else {
-		err = svc.Forward(w, r)
+		err = rt.forward(ex, r)
 	}
+	var herr error
 	if err != nil {
-		return g.answerError(w, r, name, err)
+		herr = g.answerError(ex, r, name, err)
 	}
-	return nil
+	g.record(ex, r, name, res, start, err)
+	*ex = exchange{}
+	exchanges.Put(ex)
+	return herr
 }
 
 // answerError turns a failed exchange into the JSON answer the client gets.

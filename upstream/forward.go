@@ -62,6 +62,9 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 			if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > delay {
 				if sleepCtx(ctx, delay) {
 					s.retried.Add(1)
+					if s.OnRetry != nil {
+						s.OnRetry()
+					}
 					s.logger.Debug("retrying upstream request",
 						zap.Int("attempt", attempt+1), zap.Duration("backoff", delay), zap.Int("status", hw.status))
 					continue

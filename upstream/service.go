@@ -26,6 +26,9 @@ import (
 type Service struct {
 	// Name is the service's path segment.
 	Name string
+	// OnRetry, when set before the service takes traffic, is called for
+	// each retry (the gateway counts them in its metrics).
+	OnRetry func()
 
 	cfg       *Config
 	basePath  string // upstream base path without trailing slash, escaped

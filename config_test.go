@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// Every Caddyfile in testdata/ adapts to its golden JSON, as `caddy adapt`
+// would print it.
+func TestAdaptGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.Caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Caddyfiles in testdata: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			src, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := adaptCaddyfile(t, string(src))
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, got, "", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			golden := strings.TrimSuffix(file, ".Caddyfile") + ".json"
+			if *update {
+				if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestAdaptGolden -update)", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("adapt output differs from %s:\n%s", golden, pretty.String())
+			}
+			// the golden JSON is a config Caddy accepts as it is
+			var cfg caddy.Config
+			if err := json.Unmarshal(want, &cfg); err != nil {
+				t.Fatalf("golden is not a Caddy config: %v", err)
+			}
+		})
+	}
+}
+
+// Bad Caddyfiles are rejected by the adapter with the file and line of the
+// offending token, as `caddy validate` and `caddy adapt` show them.
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	tests := []struct {
+		name, block string
+		line        int
+		want        string
+	}{
+		{"unknown subdirective", "service a http://x:1 {\n\t\tbogus 1\n\t}", 4, `unknown subdirective "bogus"`},
+		{"unknown gateway option", "service a http://x:1\n\tfrobnicate", 4, `unknown gateway subdirective "frobnicate"`},
+		{"missing URL", "service a", 3, "missing upstream URL"},
+		{"malformed URL", "service a ftp://x:1", 3, "scheme must be http or https"},
+		{"URL without host", "service a http://", 3, "missing host"},
+		{"duplicate service", "service a http://x:1\n\tservice a http://x:2", 4, `service "a" declared twice`},
+		{"bad duration", "service a http://x:1 {\n\t\ttimeout soon\n\t}", 4, `bad duration "soon"`},
+		{"bad size", "service a http://x:1\n\tcache {\n\t\tmax_size lots\n\t}", 5, `bad size "lots"`},
+		{"token and token_file", "service a http://x:1 {\n\t\ttoken t\n\t\ttoken_file /f\n\t}", 6, "mutually exclusive"},
+		{"empty service name", `service "" http://x:1`, 3, "service name is empty"},
+		{"service name with slash", "service a/b http://x:1", 3, "must not contain '/'"},
+		{"negative retries", "service a http://x:1 {\n\t\tretries -1\n\t}", 4, "not a non-negative integer"},
+		{"unknown lb policy", "service a http://x:1 {\n\t\tlb fastest\n\t}", 4, `unknown policy "fastest"`},
+		{"no service", "slow_request 1s", 4, "declare at least one service"},
+		{"redis not yet", "service a http://x:1\n\tcache {\n\t\tredis redis://127.0.0.1:6379\n\t}", 5, "Redis"},
+		{"mixed schemes", "service a http://x:1 https://y:2", 3, "share scheme"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "http://localhost:8080 {\n\tgateway /api/* {\n\t" + tt.block + "\n\t}\n}\n"
+			_, err := adaptCaddyfile(t, src)
+			if err == nil {
+				t.Fatalf("accepted:\n%s", src)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not say %q", msg, tt.want)
+			}
+			if loc := "Caddyfile:" + strconv.Itoa(tt.line); !strings.Contains(msg, loc) {
+				t.Errorf("error %q does not name %s", msg, loc)
+			}
+		})
+	}
+}
+
+// The JSON config is validated too (for users who skip the Caddyfile).
+func TestJSONValidateErrors(t *testing.T) {
+	tests := []struct {
+		name, json, want string
+	}{
+		{"no services", `{}`, "no service declared"},
+		{"duplicate", `{"services":[{"name":"a","upstreams":["http://x:1"]},{"name":"a","upstreams":["http://x:2"]}]}`, "declared twice"},
+		{"bad url", `{"services":[{"name":"a","upstreams":["x:1"]}]}`, "scheme"},
+		{"both tokens", `{"services":[{"name":"a","upstreams":["http://x:1"],"token":"t","token_file":"f"}]}`, "mutually exclusive"},
+		{"bad prefix", `{"prefix":"api","services":[{"name":"a","upstreams":["http://x:1"]}]}`, "prefix"},
+		{"pending without conns", `{"services":[{"name":"a","upstreams":["http://x:1"],"max_pending":5}]}`, "max_pending needs max_conns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var g Gateway
+			if err := json.Unmarshal([]byte(tt.json), &g); err != nil {
+				t.Fatal(err)
+			}
+			err := g.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

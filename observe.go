@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/metrics"
+	"github.com/caddy-gateway/caddy-gateway/upstream"
+)
+
+// observers holds what a gateway records about its traffic: the profiler
+// and the stats live in a usage pool keyed by the gateway's name, so they
+// cover the process lifetime across config reloads.
+type observers struct {
+	stats    *metrics.Stats
+	profiler *metrics.Profiler
+}
+
+func (*observers) Destruct() error { return nil }
+
+var observerPool = caddy.NewUsagePool()
+
+// route is what ServeHTTP needs to serve and record one service, resolved
+// once at provision so the request path does no map or label lookups
+// beyond the service name.
+type route struct {
+	fetch    cache.Fetch // rt.forward, bound once: also used by background refreshes
+	svc      *upstream.Service
+	metrics  *metrics.ServiceMetrics
+	stats    *metrics.ServiceStats
+	latency  *metrics.Series   // all requests of the service
+	byResult []*metrics.Series // indexed by cache.Result
+}
+
+// cacheResults are the cache results the profiler keeps apart.
+var cacheResults = []cache.Result{cache.ResultBypass, cache.ResultHit, cache.ResultMiss, cache.ResultStale,
+	cache.ResultRevalidated, cache.ResultCollapsed}
+
+// metricsResult maps a cache result to its Prometheus label.
+func metricsResult(r cache.Result) metrics.CacheResult {
+	switch r {
+	case cache.ResultHit, cache.ResultCollapsed:
+		return metrics.CacheHit
+	case cache.ResultStale:
+		return metrics.CacheStale
+	case cache.ResultRevalidated:
+		return metrics.CacheRevalidated
+	case cache.ResultMiss:
+		return metrics.CacheMiss
+	}
+	return metrics.CacheBypass
+}
+
+// exchange is the per-request state, pooled: the status-recording writer
+// and the time spent upstream.
+type exchange struct {
+	w        http.ResponseWriter
+	status   int
+	written  int64
+	rt       *route
+	upstream time.Duration
+}
+
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
+
+// forward sends a request to the service, timing the upstream exchange. It
+// is the cache's Fetch: on the client's request w leads (through the
+// cache's writer) to the request's exchange; on a background refresh there
+// is none.
+func (rt *route) forward(w http.ResponseWriter, r *http.Request) error {
+	m := rt.metrics
+	m.Inflight().Inc()
+	start := time.Now()
+	err := rt.svc.Forward(w, r)
+	d := time.Since(start)
+	m.Inflight().Dec()
+	m.ObserveUpstream(d)
+	if ex := findExchange(w); ex != nil {
+		ex.upstream += d
+	}
+	return err
+}
+
+// findExchange walks a writer's Unwrap chain to the request's exchange.
+func findExchange(w http.ResponseWriter) *exchange {
+	for range 8 {
+		switch t := w.(type) {
+		case *exchange:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// Header, Write, WriteHeader, Flush and Unwrap make exchange the
+// status-recording http.ResponseWriter of the request.
+func (ex *exchange) Header() http.Header { return ex.w.Header() }
+
+func (ex *exchange) WriteHeader(code int) {
+	if ex.status == 0 || ex.status < 200 {
+		ex.status = code
+	}
+	ex.w.WriteHeader(code)
+}
+
+func (ex *exchange) Write(p []byte) (int, error) {
+	if ex.status == 0 {
+		ex.status = http.StatusOK
+	}
+	n, err := ex.w.Write(p)
+	ex.written += int64(n)
+	return n, err
+}
+
+// Flush lets streamed answers (event streams) reach the client at once.
+func (ex *exchange) Flush() { _ = http.NewResponseController(ex.w).Flush() }
+
+// Unwrap lets http.ResponseController reach Caddy's writer (hijack for
+// upgrades, deadlines).
+func (ex *exchange) Unwrap() http.ResponseWriter { return ex.w }
+
+// record books one finished request in metrics, stats and the profiler,
+// and logs it when slow.
+func (g *Gateway) record(ex *exchange, r *http.Request, name string, res cache.Result, start time.Time, err error) {
+	end := time.Now()
+	d := end.Sub(start)
+	status := ex.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	rt := ex.rt
+	rt.metrics.ObserveRequest(status, d)
+	rt.latency.RecordAt(end, d)
+	rt.stats.ObserveRequest(d, status >= 500)
+	if g.cache != nil {
+		rt.metrics.ObserveCache(metricsResult(res))
+		rt.byResult[res].RecordAt(end, d)
+		switch res {
+		case cache.ResultHit, cache.ResultCollapsed, cache.ResultStale:
+			rt.stats.CacheHit()
+		case cache.ResultMiss, cache.ResultRevalidated:
+			rt.stats.CacheMiss()
+		}
+	}
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		switch ue.Kind() {
+		case "timeout":
+			rt.metrics.ObserveError(metrics.ErrorTimeout)
+		case "queue":
+			rt.metrics.ObserveError(metrics.ErrorQueue)
+			rt.metrics.QueueRejected()
+		case "upstream":
+			rt.metrics.ObserveError(metrics.ErrorUpstream)
+		}
+	}
+	if g.slow > 0 && d >= g.slow {
+		g.logger.Warn("slow request",
+			zap.String("service", name),
+			zap.String("method", r.Method),
+			zap.String("path", r.URL.Path), // service-relative; never the query
+			zap.Int("status", status),
+			zap.Duration("duration", d),
+			zap.Duration("upstream_duration", ex.upstream),
+			zap.String("cache", res.String()),
+			zap.String("request_id", requestID(r)),
+		)
+	}
+}
