@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync"
 	"testing"
 )
@@ -266,5 +268,38 @@ func BenchmarkConnCounterTrace(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = c.Trace(ctx)
+	}
+}
+
+// BenchmarkConnCounterRequestLifecycle measures what one proxied HTTP/1
+// request costs the counter inside Caddy: Trace, Caddy's reverse proxy
+// layering its own ClientTrace on top (httptrace composes the two with
+// reflection), then the GotConn and PutIdleConn callbacks.
+func BenchmarkConnCounterRequestLifecycle(b *testing.B) {
+	var c ConnCounter
+	a, p := net.Pipe()
+	defer p.Close()
+	conn, _ := c.WrapDial(func(context.Context, string, string) (net.Conn, error) { return a, nil })(context.Background(), "pipe", "x")
+	defer conn.Close()
+	info := httptrace.GotConnInfo{Conn: conn, Reused: true}
+	for _, caddy := range []bool{false, true} {
+		name := "bare"
+		if caddy {
+			name = "under-caddy-trace"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx := c.Trace(context.Background())
+				if caddy {
+					ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+						Got1xxResponse: func(int, textproto.MIMEHeader) error { return nil },
+					})
+				}
+				tr := httptrace.ContextClientTrace(ctx)
+				tr.GotConn(info)
+				tr.PutIdleConn(nil)
+			}
+		})
 	}
 }

@@ -77,8 +77,8 @@ func TestIsIdempotent(t *testing.T) {
 // fakeClock is a settable clock for Budget tests.
 type fakeClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) add(d time.Duration)     { c.t = c.t.Add(d) }
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
 func newTestBudget(ratio float64, minPerSecond int, window time.Duration) (*Budget, *fakeClock) {
 	b := NewBudget(ratio, minPerSecond, window)
 	c := &fakeClock{t: b.start}
@@ -210,6 +210,17 @@ func BenchmarkBackoffDelay(b *testing.B) {
 		for pb.Next() {
 			_ = bo.Delay(i & 7)
 			i++
+		}
+	})
+}
+
+func BenchmarkBudgetTryRetry(b *testing.B) {
+	bud := NewBudget(0.2, 1, 10*time.Second)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			bud.Request()
+			bud.TryRetry()
 		}
 	})
 }

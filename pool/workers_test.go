@@ -169,13 +169,16 @@ func TestWorkersSubmitRetry(t *testing.T) {
 // TestWorkersCloseInterruptsBackoff shows Close does not wait out a backoff.
 func TestWorkersCloseInterruptsBackoff(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	w := NewWorkers("slow", 1, 0, nil)
+	w := NewWorkers("slow", 1, 1, nil)
 	failed := make(chan struct{})
 	var once sync.Once
-	w.SubmitRetry(func(context.Context) error {
+	ok := w.SubmitRetry(func(context.Context) error {
 		once.Do(func() { close(failed) })
 		return errors.New("nope")
 	}, 5, Backoff{Base: time.Hour, Cap: time.Hour})
+	if !ok {
+		t.Fatal("dropped")
+	}
 	<-failed
 	start := time.Now()
 	w.Close()
