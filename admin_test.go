@@ -147,6 +147,11 @@ func TestMetricsScrapeMatchesTraffic(t *testing.T) {
 	if m[`caddy_gateway_cache_bytes`] <= 0 {
 		t.Errorf("cache bytes %v", m[`caddy_gateway_cache_bytes`])
 	}
+	target := fmt.Sprintf(`caddy_gateway_upstream_healthy{service="users",target="%s"}`, strings.TrimPrefix(up.URL, "http://"))
+	eventually(t, target+" = 1", func() bool { return scrape(t, in)[target] == 1 })
+	if _, ok := m[`caddy_gateway_queued{service="users"}`]; !ok {
+		t.Error("no queued gauge")
+	}
 	for series := range m {
 		if strings.Contains(series, "/cached") || strings.Contains(series, "/fail") {
 			t.Errorf("a path reached a label: %s", series)

@@ -84,6 +84,8 @@ type Gateway struct {
 	memory   *metrics.MemoryMonitor
 	slow     time.Duration
 	dropSize func()
+
+	gaugeStop, gaugeDone chan struct{}
 	cache    *cache.Cache
 	cacheKey string
 	logger   *zap.Logger
@@ -189,6 +191,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.memory = metrics.NewMemoryMonitor(time.Duration(g.MemoryInterval), uint64(threshold), metrics.DefaultMemoryRingSize,
 		g.logger.Named("memory"), metrics.WithMemoryPanicHook(func(any) { collectors.BackgroundPanic() }))
 	g.memory.Start(ctx)
+	g.startGauges(collectors.BackgroundPanic)
 
 	g.seq = handlerSeq.Add(1)
 	g.id = strconv.FormatUint(g.seq, 10)
@@ -285,6 +288,7 @@ func (g *Gateway) Cleanup() error {
 		_, _ = handlers.Delete(g.id)
 	}
 	var errs []error
+	g.stopGauges()
 	if g.memory != nil {
 		g.memory.Stop()
 	}

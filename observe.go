@@ -177,3 +177,51 @@ func (g *Gateway) record(ex *exchange, r *http.Request, name string, res cache.R
 		)
 	}
 }
+
+// gaugeInterval is how often state gauges (queue length, target health)
+// are refreshed from the real state they mirror.
+const gaugeInterval = time.Second
+
+// startGauges runs one goroutine that mirrors each service's queue length
+// and each target's health into Prometheus gauges until stop is closed. It
+// recovers its own panics (logged and counted): a bug here never takes
+// Caddy down.
+func (g *Gateway) startGauges(panicked func()) {
+	g.gaugeStop = make(chan struct{})
+	g.gaugeDone = make(chan struct{})
+	update := func() {
+		defer func() {
+			if v := recover(); v != nil {
+				panicked()
+				g.logger.Error("gauge updater panicked", zap.Any("panic", v), zap.Stack("stack"))
+			}
+		}()
+		for _, rt := range g.routes {
+			rt.metrics.Queued().Set(float64(rt.svc.PoolStats().Admission.Queued))
+			for _, tg := range rt.svc.Targets() {
+				rt.metrics.SetUpstreamHealthy(tg.Address, tg.Healthy)
+			}
+		}
+	}
+	go func() {
+		defer close(g.gaugeDone)
+		t := time.NewTicker(gaugeInterval)
+		defer t.Stop()
+		for {
+			update()
+			select {
+			case <-g.gaugeStop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// stopGauges ends the goroutine startGauges began and waits for it.
+func (g *Gateway) stopGauges() {
+	if g.gaugeStop != nil {
+		close(g.gaugeStop)
+		<-g.gaugeDone
+	}
+}

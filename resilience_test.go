@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// poolsOf reads /gateway/pools for one service.
+func poolsOf(t *testing.T, in *instance, service string) (inFlight, queued int64) {
+	t.Helper()
+	_, body := in.adminDo("GET", "/gateway/pools")
+	var p struct {
+		Gateways map[string]struct {
+			Services map[string]struct {
+				Admission struct {
+					InFlight int64 `json:"in_flight"`
+					Queued   int64 `json:"queued"`
+				} `json:"admission"`
+			} `json:"services"`
+		} `json:"gateways"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("pools: %v: %s", err, body)
+	}
+	a := p.Gateways["gateway"].Services[service].Admission
+	return a.InFlight, a.Queued
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func TestRetriesIdempotentRequestsOnly(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		key := r.Method + " " + r.URL.Path
+		mu.Lock()
+		calls[key]++
+		n := calls[key]
+		mu.Unlock()
+		if n <= 2 { // two transient failures, then success
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "busy")
+			return
+		}
+		echoHandler(w, r)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			retries 2
+			retry_backoff 1ms 5ms
+		}
+	}`, up.URL))
+	count := func(key string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls[key]
+	}
+
+	resp, body := in.get("/api/users/get")
+	if resp.StatusCode != 200 || count("GET /get") != 3 {
+		t.Errorf("GET: status %d after %d upstream calls, want 200 after 3: %s", resp.StatusCode, count("GET /get"), body)
+	}
+	resp, body = in.do("PUT", "/api/users/put", strings.NewReader("same body each time"), nil)
+	if resp.StatusCode != 200 || decodeEcho(t, body).BodyLen != len("same body each time") {
+		t.Errorf("PUT: status %d: %s", resp.StatusCode, body)
+	}
+	resp, body = in.do("POST", "/api/users/post", strings.NewReader("x"), nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || count("POST /post") != 1 {
+		t.Errorf("POST: status %d after %d calls, want the upstream's 503 after 1", resp.StatusCode, count("POST /post"))
+	}
+	if string(body) != "busy" {
+		t.Errorf("POST: the upstream's own answer should reach the client, got %q", body)
+	}
+	h := http.Header{"Idempotency-Key": {"k1"}}
+	resp, _ = in.do("POST", "/api/users/keyed", strings.NewReader("x"), h)
+	if resp.StatusCode != 200 || count("POST /keyed") != 3 {
+		t.Errorf("POST with Idempotency-Key: status %d after %d calls", resp.StatusCode, count("POST /keyed"))
+	}
+	_, pools := in.adminDo("GET", "/gateway/pools")
+	if !strings.Contains(string(pools), `"retries":6`) {
+		t.Errorf("pools does not count 6 retries: %s", pools)
+	}
+}
+
+func TestAdmissionQueueShedsWith503AndRetryAfter(t *testing.T) {
+	release := make(chan struct{})
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		echoHandler(w, r)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			max_conns 1
+			max_pending 1
+			queue_timeout 10s
+		}
+	}`, up.URL))
+
+	results := make(chan int, 2)
+	send := func() {
+		resp, err := in.client.Get(in.url("/api/users/x"))
+		if err != nil {
+			results <- -1
+			return
+		}
+		resp.Body.Close()
+		results <- resp.StatusCode
+	}
+	go send()
+	eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
+	go send()
+	eventually(t, "one request queued", func() bool { _, q := poolsOf(t, in, "users"); return q == 1 })
+
+	start := time.Now()
+	resp, body := in.get("/api/users/x")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("over max_conns+max_pending: status %d: %s", resp.StatusCode, body)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("shedding took %v: it must answer at once", time.Since(start))
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if m := decodeJSON(t, body); m["service"] != "users" {
+		t.Errorf("body %s", body)
+	}
+	close(release)
+	for range 2 {
+		if code := <-results; code != 200 {
+			t.Errorf("admitted request answered %d", code)
+		}
+	}
+	eventually(t, "pool drained", func() bool { f, q := poolsOf(t, in, "users"); return f == 0 && q == 0 })
+}
+
+func TestQueueTimeoutAnswers503(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			max_conns 1
+			max_pending 5
+			queue_timeout 50ms
+		}
+	}`, up.URL))
+	go func() {
+		resp, err := in.client.Get(in.url("/api/users/hold"))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
+	resp, body := in.get("/api/users/x")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("queue timeout: status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	mustContain(t, string(body), "queue timeout")
+}
+
+func TestActiveHealthCheckTakesFailingTargetOutAndBack(t *testing.T) {
+	var sick atomic.Bool
+	var sickHits atomic.Int64
+	good := upstreamServer(t, echoHandler)
+	bad := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			if sick.Load() {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+			return
+		}
+		sickHits.Add(1)
+		echoHandler(w, r)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s %s {
+			health /health 50ms
+		}
+	}`, good.URL, bad.URL))
+	badAddr := strings.TrimPrefix(bad.URL, "http://")
+	targetHealthy := func() bool {
+		_, body := in.adminDo("GET", "/gateway/health")
+		var h struct {
+			Gateways map[string]struct {
+				Services map[string]struct {
+					Targets []struct {
+						Address string `json:"address"`
+						Healthy bool   `json:"healthy"`
+					} `json:"targets"`
+				} `json:"services"`
+			} `json:"gateways"`
+		}
+		if err := json.Unmarshal(body, &h); err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range h.Gateways["gateway"].Services["users"].Targets {
+			if tg.Address == badAddr {
+				return tg.Healthy
+			}
+		}
+		t.Fatalf("target %s not listed: %s", badAddr, body)
+		return false
+	}
+	eventually(t, "both targets healthy", targetHealthy)
+	sick.Store(true)
+	eventually(t, "failing target shown unhealthy", func() bool { return !targetHealthy() })
+	before := sickHits.Load()
+	for range 20 {
+		if resp, _ := in.get("/api/users/x"); resp.StatusCode != 200 {
+			t.Fatalf("status %d with one healthy target", resp.StatusCode)
+		}
+	}
+	if n := sickHits.Load() - before; n != 0 {
+		t.Errorf("unhealthy target got %d requests", n)
+	}
+	sick.Store(false)
+	eventually(t, "target back in rotation", targetHealthy)
+}
+
+func TestAllTargetsDownAnswers503NamingTheService(t *testing.T) {
+	bad := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			health /health 50ms
+		}
+		health_path /ready
+	}`, bad.URL))
+	eventually(t, "public health 503", func() bool {
+		resp, body := in.get("/ready")
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), `"users"`)
+	})
+	var resp *http.Response
+	var body []byte
+	eventually(t, "503 from the gateway", func() bool {
+		resp, body = in.get("/api/users/x")
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	if m := decodeJSON(t, body); m["service"] != "users" {
+		t.Errorf("body %s", body)
+	}
+}
+
+// A down upstream must not multiply load: the retry budget caps retries.
+func TestRetryBudgetBoundsLoadOnADownUpstream(t *testing.T) {
+	var calls atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			retries 3
+			retry_backoff 1ms 1ms
+		}
+	}`, up.URL))
+	const requests = 600
+	for range requests {
+		if resp, _ := in.get("/api/users/x"); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	// without a budget: 4 × 600 = 2400 calls; with it: 600 + 20% + a floor of 100
+	if n := calls.Load(); n > requests+requests/5+100 {
+		t.Errorf("%d upstream calls for %d requests: retries not bounded", n, requests)
+	}
+}
