@@ -86,11 +86,11 @@ type Gateway struct {
 	dropSize func()
 
 	gaugeStop, gaugeDone chan struct{}
-	cache    *cache.Cache
-	cacheKey string
-	logger   *zap.Logger
-	id       string
-	seq      uint64
+	cache                *cache.Cache
+	cacheKey             string
+	logger               *zap.Logger
+	id                   string
+	seq                  uint64
 }
 
 // CacheConfig configures the response cache shared by all services of a

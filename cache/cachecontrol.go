@@ -96,7 +96,11 @@ func parseCacheControlLine(d *directives, s string) {
 			}
 			i++
 		}
-		_ = quoted
+		if quoted && d.Targeted {
+			// A structured-field string where an integer belongs has the wrong type: ignore the
+			// directive (RFC 9213 §2.1), do not treat it as an invalid value.
+			continue
+		}
 		applyDirective(d, name, value, hasValue, valid)
 	}
 }
@@ -173,6 +177,76 @@ func parseDeltaSeconds(s string) (int64, bool) {
 		}
 	}
 	return min(n, maxDeltaSeconds), true
+}
+
+// responseDirectives returns the directives governing a response: those of CDN-Cache-Control when it
+// is present and a valid structured-field dictionary (RFC 9213: the gateway is a CDN-like surrogate
+// run by the origin's operator, so the targeted field replaces Cache-Control and Expires), otherwise
+// those of Cache-Control.
+func responseDirectives(h http.Header) directives {
+	if t := h["Cdn-Cache-Control"]; len(t) > 0 && validSFDictionary(t) {
+		d := directives{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1, StaleWhileRevalidate: -1, StaleIfError: -1, Targeted: true}
+		for _, line := range t {
+			d.present = true
+			parseCacheControlLine(&d, line)
+		}
+		return d
+	}
+	return parseCacheControl(h["Cache-Control"])
+}
+
+// validSFDictionary reports whether the lines form a structured-field dictionary (RFC 8941 §3.2)
+// closely enough: members are keys with an optional bare-item value and parameters.
+func validSFDictionary(lines []string) bool {
+	for _, line := range lines {
+		for m := range strings.SplitSeq(line, ",") {
+			m = strings.Trim(m, " \t")
+			if m == "" {
+				return false
+			}
+			m, _, _ = strings.Cut(m, ";")
+			key, val, hasVal := strings.Cut(m, "=")
+			if key == "" || !(isLower(key[0]) || key[0] == '*' || isUpper(key[0])) {
+				return false
+			}
+			for i := 0; i < len(key); i++ {
+				c := key[i]
+				if !(isLower(c) || isUpper(c) || ('0' <= c && c <= '9') || c == '_' || c == '-' || c == '.' || c == '*') {
+					return false
+				}
+			}
+			if hasVal && !validBareItem(val) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
+
+// validBareItem accepts an sf-integer, sf-decimal, sf-string, sf-token or sf-boolean.
+func validBareItem(v string) bool {
+	if v == "" {
+		return false
+	}
+	switch c := v[0]; {
+	case c == '"':
+		return len(v) >= 2 && v[len(v)-1] == '"'
+	case c == '?':
+		return v == "?0" || v == "?1"
+	case c == '-' || ('0' <= c && c <= '9'):
+		for i := 1; i < len(v); i++ {
+			if !(('0' <= v[i] && v[i] <= '9') || v[i] == '.') {
+				return false
+			}
+		}
+		return true
+	case isLower(c) || isUpper(c) || c == '*':
+		return !strings.ContainsAny(v, " \t\"=")
+	}
+	return false
 }
 
 // requestDirectives parses the request's Cache-Control, treating `Pragma: no-cache` as `no-cache`

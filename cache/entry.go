@@ -84,8 +84,8 @@ func (e *Entry) MarshalBinary() ([]byte, error) {
 	b = appendString(b, e.Service)
 	b = appendString(b, e.URL)
 	b = binary.AppendUvarint(b, uint64(e.Status))
-	b = binary.AppendVarint(b, e.RequestTime.UnixNano())
-	b = binary.AppendVarint(b, e.ResponseTime.UnixNano())
+	b = binary.AppendVarint(b, unixNano(e.RequestTime))
+	b = binary.AppendVarint(b, unixNano(e.ResponseTime))
 	b = binary.AppendVarint(b, int64(e.InitialAge))
 	b = binary.AppendUvarint(b, uint64(len(e.Vary)))
 	for _, v := range e.Vary {
@@ -101,6 +101,21 @@ func (e *Entry) MarshalBinary() ([]byte, error) {
 	}
 	b = binary.AppendUvarint(b, uint64(len(e.Body)))
 	return append(b, e.Body...), nil
+}
+
+// unixNano encodes a time, the zero time as 0.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -125,8 +140,8 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	out.Service = d.string()
 	out.URL = d.string()
 	out.Status = d.int(999)
-	out.RequestTime = time.Unix(0, d.varint())
-	out.ResponseTime = time.Unix(0, d.varint())
+	out.RequestTime = fromUnixNano(d.varint())
+	out.ResponseTime = fromUnixNano(d.varint())
 	out.InitialAge = time.Duration(d.varint())
 	if nv := d.count(); nv > 0 {
 		out.Vary = make([]string, 0, nv)
@@ -229,7 +244,12 @@ func (d *decoder) int(limit uint64) int {
 // count reads an element count; every element takes at least one byte, so a count larger than the
 // remaining input is corrupt (this also bounds allocations made from it).
 func (d *decoder) count() int {
-	return d.int(uint64(len(d.b)))
+	v := d.uvarint()
+	if v > uint64(len(d.b)) {
+		d.fail("count")
+		return 0
+	}
+	return int(v)
 }
 
 func (d *decoder) bytes() []byte {

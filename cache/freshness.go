@@ -96,7 +96,7 @@ func (e *Entry) prepare(o *Options) {
 		return
 	}
 	h := e.Header
-	cc := parseCacheControl(h["Cache-Control"])
+	cc := responseDirectives(h)
 	e.cc = cc
 	e.lifetime, _ = freshnessLifetime(h, cc, e.ResponseTime, o.DefaultTTL)
 	e.etag = h.Get("Etag")
@@ -147,12 +147,12 @@ func freshnessLifetime(h http.Header, cc directives, responseTime time.Time, def
 	case cc.InvalidMaxAge:
 		return 0, true
 	}
-	if exp, ok := h["Expires"]; ok {
+	if exp, ok := h["Expires"]; ok && !cc.Targeted {
 		if len(exp) != 1 {
 			return 0, true
 		}
-		t, err := http.ParseTime(exp[0])
-		if err != nil {
+		t, ok := parseHTTPDate(exp[0])
+		if !ok {
 			return 0, true
 		}
 		date := responseTime
@@ -165,6 +165,22 @@ func freshnessLifetime(h http.Header, cc directives, responseTime time.Time, def
 		return defaultTTL, false
 	}
 	return 0, false
+}
+
+// httpDateLayouts are the three date formats of RFC 9110 §5.6.7.
+var httpDateLayouts = [...]string{http.TimeFormat, time.RFC850, time.ANSIC}
+
+// parseHTTPDate parses an HTTP-date strictly: the text must be exactly what its format produces, up to
+// letter case (time.Parse alone accepts one-digit hours and other deviations the cache-tests suite
+// rightly treats as invalid, which must count as "already expired").
+func parseHTTPDate(s string) (time.Time, bool) {
+	u := strings.ToUpper(s)
+	for _, layout := range httpDateLayouts {
+		if t, err := time.Parse(layout, u); err == nil && strings.EqualFold(t.Format(layout), s) {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // hasValidator reports whether the entry can be revalidated with a conditional request.
@@ -197,7 +213,7 @@ func (c *Cache) decideStore(r *http.Request, status int, h http.Header) storeDec
 	if r.Method != http.MethodGet {
 		return storeDecision{detail: "method"}
 	}
-	cc := parseCacheControl(h["Cache-Control"])
+	cc := responseDirectives(h)
 	switch {
 	case status == http.StatusPartialContent || status < 200 || status == http.StatusNotModified:
 		return storeDecision{detail: "status"}
@@ -223,9 +239,8 @@ func (c *Cache) decideStore(r *http.Request, status int, h http.Header) storeDec
 	if !explicit && !cc.Public && !heuristicStatus[status] {
 		return storeDecision{detail: "status"}
 	}
-	if explicit && !understoodStatus(status) {
-		return storeDecision{detail: "status"}
-	}
+	// Any other final status with explicit freshness may be stored (RFC 9111 §3: "understood" is
+	// only required for 206, 304 and must-understand).
 	// An answer that can never be reused without revalidation, and cannot be revalidated, is useless.
 	reusable := lifetime > 0 && !cc.NoCache
 	if !reusable && h.Get("Etag") == "" && h.Get("Last-Modified") == "" {
