@@ -159,9 +159,10 @@ func (adminAPI) memory(w http.ResponseWriter, r *http.Request, gws []*Gateway) e
 // health answers each service's targets and their state.
 func (adminAPI) health(w http.ResponseWriter, _ *http.Request, gws []*Gateway) error {
 	type svcHealth struct {
-		Healthy bool   `json:"healthy"`
-		Targets any    `json:"targets"`
-		Status  string `json:"status"`
+		Healthy    bool   `json:"healthy"`
+		Status     string `json:"status"`
+		Targets    any    `json:"targets"`
+		Credential any    `json:"credential,omitempty"`
 	}
 	out := map[string]any{}
 	all := true
@@ -174,7 +175,11 @@ func (adminAPI) health(w http.ResponseWriter, _ *http.Request, gws []*Gateway) e
 			if !h {
 				st = "unhealthy"
 			}
-			services[s.Name] = svcHealth{Healthy: h, Targets: s.Targets(), Status: st}
+			hs := svcHealth{Healthy: h, Targets: s.Targets(), Status: st}
+			if c := s.Credential(); c != nil {
+				hs.Credential = c
+			}
+			services[s.Name] = hs
 		}
 		out[displayName(g)] = map[string]any{"services": services}
 	}

@@ -205,6 +205,11 @@ func parseService(d *caddyfile.Dispenser) (*upstream.Config, error) {
 			err = parseString(d, &c.Token)
 		case "token_file":
 			err = parseString(d, &c.TokenFile)
+		case "oauth2":
+			if c.OAuth2 != nil {
+				return nil, d.Err("oauth2 block declared twice")
+			}
+			c.OAuth2, err = parseOAuth2(d)
 		case "timeout":
 			err = parseDuration(d, &c.Timeout)
 		case "dial_timeout":
@@ -282,10 +287,49 @@ func parseService(d *caddyfile.Dispenser) (*upstream.Config, error) {
 	if c.Token != "" && c.TokenFile != "" {
 		return nil, d.Errf("service %q: token and token_file are mutually exclusive", c.Name)
 	}
+	if c.OAuth2 != nil && (c.Token != "" || c.TokenFile != "") {
+		return nil, d.Errf("service %q: oauth2 and token/token_file are mutually exclusive", c.Name)
+	}
 	if err := c.Validate(); err != nil {
 		return nil, d.Err(err.Error())
 	}
 	return c, nil
+}
+
+// parseOAuth2 parses a service's `oauth2 { ... }` block.
+func parseOAuth2(d *caddyfile.Dispenser) (*upstream.OAuth2Config, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	o := new(upstream.OAuth2Config)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "token_url":
+			err = parseString(d, &o.TokenURL)
+		case "client_id":
+			err = parseString(d, &o.ClientID)
+		case "client_secret":
+			err = parseString(d, &o.ClientSecret)
+		case "client_secret_file":
+			err = parseString(d, &o.ClientSecretFile)
+		case "scopes":
+			o.Scopes = append(o.Scopes, d.RemainingArgs()...)
+			if len(o.Scopes) == 0 {
+				return nil, d.ArgErr()
+			}
+		case "audience":
+			err = parseString(d, &o.Audience)
+		case "timeout":
+			err = parseDuration(d, &o.Timeout)
+		default:
+			return nil, d.Errf("oauth2: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
 }
 
 // parseCache parses the `cache { ... }` block.

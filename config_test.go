@@ -82,6 +82,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"unknown lb policy", "service a http://x:1 {\n\t\tlb fastest\n\t}", 4, `unknown policy "fastest"`},
 		{"no service", "slow_request 1s", 4, "declare at least one service"},
 		{"redis not yet", "service a http://x:1\n\tcache {\n\t\tredis redis://127.0.0.1:6379\n\t}", 5, "Redis"},
+		{"oauth2 and token", "service a http://x:1 {\n\t\ttoken t\n\t\toauth2 {\n\t\t\ttoken_url http://127.0.0.1:9/t\n\t\t\tclient_id c\n\t\t\tclient_secret s\n\t\t}\n\t}", 10, "oauth2 and token/token_file are mutually exclusive"},
 		{"mixed schemes", "service a http://x:1 https://y:2", 3, "share scheme"},
 	}
 	for _, tt := range tests {

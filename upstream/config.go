@@ -52,6 +52,11 @@ type Config struct {
 	// whose content (trailing newline trimmed) is the bearer token.
 	TokenFile string `json:"token_file,omitempty"`
 
+	// OAuth2 obtains the bearer token with the OAuth2 client-credentials
+	// grant, caches it, refreshes it before it expires and after an
+	// upstream 401. Mutually exclusive with Token and TokenFile.
+	OAuth2 *OAuth2Config `json:"oauth2,omitempty"`
+
 	// Timeout bounds the whole upstream exchange (queueing, retries and the
 	// response body included). Past it the client gets 504. Default 30s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
@@ -95,6 +100,25 @@ type Config struct {
 	// header_up/down, passive health, buffering...). The gateway fills in
 	// upstreams, host header and timeouts on top of it.
 	Proxy *reverseproxy.Handler `json:"proxy,omitempty"`
+}
+
+// OAuth2Config is the client-credentials grant a service's token comes from.
+type OAuth2Config struct {
+	// TokenURL is the token endpoint.
+	TokenURL string `json:"token_url"`
+	// ClientID identifies the gateway to the token endpoint.
+	ClientID string `json:"client_id"`
+	// ClientSecret is the client's secret; use a placeholder such as
+	// {env.BILLING_SECRET}, resolved at provision.
+	ClientSecret string `json:"client_secret,omitempty"`
+	// ClientSecretFile is the alternative: a file re-read before each fetch.
+	ClientSecretFile string `json:"client_secret_file,omitempty"`
+	// Scopes requested, optional.
+	Scopes []string `json:"scopes,omitempty"`
+	// Audience, optional, sent as the form value "audience".
+	Audience string `json:"audience,omitempty"`
+	// Timeout of one token fetch. Default 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
 // HealthConfig configures active health checks for a service's upstreams.
@@ -166,6 +190,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Token != "" && c.TokenFile != "" {
 		return fmt.Errorf("service %q: token and token_file are mutually exclusive", c.Name)
+	}
+	if o := c.OAuth2; o != nil {
+		if c.Token != "" || c.TokenFile != "" {
+			return fmt.Errorf("service %q: oauth2 and token/token_file are mutually exclusive", c.Name)
+		}
+		u, err := url.Parse(o.TokenURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("service %q: oauth2 token_url %q must be an http(s) URL", c.Name, o.TokenURL)
+		}
+		if o.ClientID == "" {
+			return fmt.Errorf("service %q: oauth2 needs client_id", c.Name)
+		}
+		if (o.ClientSecret == "") == (o.ClientSecretFile == "") {
+			return fmt.Errorf("service %q: oauth2 needs exactly one of client_secret and client_secret_file", c.Name)
+		}
+		if o.Timeout < 0 {
+			return fmt.Errorf("service %q: oauth2 timeout must not be negative", c.Name)
+		}
 	}
 	for field, v := range map[string]int{"retries": c.Retries, "max_conns": c.MaxConns, "max_pending": c.MaxPending} {
 		if v < 0 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-gateway/caddy-gateway/auth"
 	"github.com/caddy-gateway/caddy-gateway/pool"
 )
 
@@ -83,6 +84,20 @@ func (s *Service) admissionError(clientCtx context.Context, err error) error {
 		e.Message = "service overloaded: queue full"
 	default: // queue timeout or the exchange deadline passed while queued
 		e.Message = "service overloaded: queue timeout"
+	}
+	return e
+}
+
+// credentialError answers a request whose service token could not be
+// obtained. The client's own Authorization is never sent instead.
+func (s *Service) credentialError(clientCtx context.Context, err error) error {
+	e := &Error{Status: http.StatusBadGateway, Service: s.Name, Message: auth.MsgUnavailable, Err: err}
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		e.Status, e.Message = ae.Status, ae.Message
+	}
+	if clientCtx.Err() != nil {
+		e.Status, e.Message = StatusClientClosedRequest, "client closed request"
 	}
 	return e
 }

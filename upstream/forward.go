@@ -31,6 +31,14 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer release()
 
+	// A credential that cannot be had fails here, before the proxy: Caddy
+	// would count a transport error against the upstream's health.
+	if s.cred != nil {
+		if _, err := s.cred.Token(ctx); err != nil {
+			return s.credentialError(r.Context(), err)
+		}
+	}
+
 	out := r.WithContext(s.conns.Trace(ctx))
 	if s.basePath != "" {
 		u := *r.URL

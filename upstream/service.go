@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-gateway/caddy-gateway/auth"
 	"github.com/caddy-gateway/caddy-gateway/pool"
 )
 
@@ -40,7 +40,7 @@ type Service struct {
 	budget    *pool.Budget
 	limiter   *pool.Limiter
 	conns     *pool.ConnCounter
-	hasToken  bool
+	cred      auth.Source // nil: forward the client's own Authorization
 	logger    *zap.Logger
 
 	retried atomic.Int64
@@ -68,11 +68,11 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 		logger:  logger.With(zap.String("service", cfg.Name)),
 	}
 
-	token, err := resolveToken(cfg)
+	cred, err := newCredential(cfg, s.logger)
 	if err != nil {
 		return nil, fmt.Errorf("service %q: %w", cfg.Name, err)
 	}
-	s.hasToken = token != ""
+	s.cred = cred
 
 	h := new(reverseproxy.Handler)
 	if cfg.Proxy != nil {
@@ -100,7 +100,7 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 	}
 	s.transport = t
 	h.TransportRaw = nil
-	tt := newGatewayTransport(t, token)
+	tt := &gatewayTransport{HTTPTransport: t, cred: cred}
 	h.Transport = tt
 
 	// The upstream sees its own Host, as an API client calling it directly
@@ -133,6 +133,9 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 
 	if err := h.Provision(ctx); err != nil {
 		_ = t.Cleanup()
+		if cred != nil {
+			cred.Close()
+		}
 		return nil, fmt.Errorf("service %q: provisioning reverse proxy: %w", cfg.Name, err)
 	}
 	s.proxy = h
@@ -191,6 +194,9 @@ func (s *Service) Cleanup() error {
 	if s.transport != nil {
 		errs = append(errs, s.transport.Cleanup())
 	}
+	if s.cred != nil {
+		s.cred.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -198,34 +204,57 @@ func (s *Service) Cleanup() error {
 // another request's answer (cache coalescing) use it too.
 func (s *Service) Timeout() time.Duration { return s.timeout }
 
-// HasToken reports whether the service injects its own credential.
-func (s *Service) HasToken() bool { return s.hasToken }
+// Credential reports the state of the service's credential for the admin
+// API (kind, ok/refreshing/failing, expiry), or nil when the service
+// forwards the client's own Authorization. Never the token itself.
+func (s *Service) Credential() *auth.State {
+	if s.cred == nil {
+		return nil
+	}
+	st := s.cred.State()
+	return &st
+}
 
-// resolveToken reads the service's token from its placeholder or file.
-func resolveToken(cfg *Config) (string, error) {
+// newCredential builds the source of the service's bearer token: a static
+// token (placeholders resolved now), a file re-read when it changes, or an
+// OAuth2 client-credentials grant.
+func newCredential(cfg *Config, logger *zap.Logger) (auth.Source, error) {
 	switch {
-	case cfg.TokenFile != "":
-		b, err := os.ReadFile(cfg.TokenFile)
+	case cfg.OAuth2 != nil:
+		o := cfg.OAuth2
+		secret := ""
+		if o.ClientSecret != "" {
+			secret = caddy.NewReplacer().ReplaceKnown(o.ClientSecret, "")
+			if secret == "" {
+				return nil, fmt.Errorf("oauth2 client_secret resolves to an empty value (is its environment variable set?)")
+			}
+		}
+		src, err := auth.OAuth2(auth.OAuth2Config{
+			TokenURL: o.TokenURL, ClientID: o.ClientID, ClientSecret: secret, ClientSecretFile: o.ClientSecretFile,
+			Scopes: o.Scopes, Audience: o.Audience, Timeout: time.Duration(o.Timeout),
+		}, logger.Named("oauth2"))
 		if err != nil {
-			return "", fmt.Errorf("token_file: %w", err)
+			return nil, fmt.Errorf("oauth2: %w", err)
 		}
-		tok := strings.TrimRight(string(b), "\r\n")
-		if tok == "" {
-			return "", fmt.Errorf("token_file %q is empty", cfg.TokenFile)
+		return src, nil
+	case cfg.TokenFile != "":
+		src, err := auth.File(cfg.TokenFile, time.Second, logger.Named("token_file"))
+		if err != nil {
+			return nil, fmt.Errorf("token_file: %w", err)
 		}
-		return tok, nil
+		return src, nil
 	case cfg.Token != "":
 		tok := caddy.NewReplacer().ReplaceKnown(cfg.Token, "")
 		if tok == "" {
 			// never echo the configured value: it may be a literal secret
-			return "", fmt.Errorf("token resolves to an empty value (is its environment variable set?)")
+			return nil, fmt.Errorf("token resolves to an empty value (is its environment variable set?)")
 		}
 		if strings.ContainsAny(tok, "\r\n") {
-			return "", fmt.Errorf("token contains a line break")
+			return nil, fmt.Errorf("token contains a line break")
 		}
-		return tok, nil
+		return auth.Static(tok), nil
 	}
-	return "", nil
+	return nil, nil
 }
 
 // dialAddress turns an upstream URL into the host:port Caddy dials.

@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-gateway/caddy-gateway/auth"
 )
 
 // gatewayTransport is Caddy's HTTP transport with the gateway's last touches
@@ -18,19 +20,13 @@ import (
 // log line, a response, or the client's request that the access log reads.
 type gatewayTransport struct {
 	*reverseproxy.HTTPTransport
-	auth    []string // {"Bearer <token>"}; nil: forward the client's Authorization
-	setHost bool     // send the upstream's own host:port as Host
+	cred    auth.Source // nil: forward the client's Authorization
+	setHost bool        // send the upstream's own host:port as Host
 }
 
-func newGatewayTransport(t *reverseproxy.HTTPTransport, token string) *gatewayTransport {
-	gt := &gatewayTransport{HTTPTransport: t}
-	if token != "" {
-		gt.auth = []string{"Bearer " + token}
-	}
-	return gt
-}
-
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper. With a credential, an upstream
+// 401 invalidates the token and a request without a body is sent once more
+// with a fresh one — once, never in a loop.
 func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.setHost {
 		req.Host = req.URL.Host
@@ -38,8 +34,38 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	// TE is hop-by-hop; Caddy keeps "TE: trailers" for gRPC, which an API
 	// gateway speaking HTTP/1.1 to its services does not need.
 	delete(req.Header, "Te")
-	if t.auth == nil {
+	if t.cred == nil {
 		return t.HTTPTransport.RoundTrip(req)
+	}
+	resp, tok, err := t.withToken(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	t.cred.Invalidate(tok)
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return resp, nil // the body is gone: the client gets the 401
+	}
+	if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+		body, err := req.GetBody()
+		if err != nil {
+			return resp, nil
+		}
+		req.Body = body
+	}
+	retry, _, err := t.withToken(req)
+	if err != nil {
+		return resp, nil // keep the upstream's 401 rather than a token error
+	}
+	_ = resp.Body.Close()
+	return retry, nil
+}
+
+// withToken sends req with the credential's current token on a private copy
+// of its headers.
+func (t *gatewayTransport) withToken(req *http.Request) (*http.Response, string, error) {
+	tok, err := t.cred.Token(req.Context())
+	if err != nil {
+		return nil, "", err
 	}
 	out := new(http.Request)
 	*out = *req
@@ -47,10 +73,10 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if out.Header == nil {
 		out.Header = make(http.Header, 1)
 	}
-	out.Header["Authorization"] = t.auth
+	out.Header["Authorization"] = []string{"Bearer " + tok}
 	resp, err := t.HTTPTransport.RoundTrip(out)
 	if resp != nil {
 		resp.Request = req
 	}
-	return resp, err
+	return resp, tok, err
 }
