@@ -89,6 +89,8 @@ func parseGatewayDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 //			max_conns     <n>
 //			max_pending   <n>
 //			queue_timeout <duration>
+//			min_idle      <n>
+//			breaker       <failures> [<cooldown>]
 //			health        <path> [<interval> [<timeout>]]
 //			health_status <code>
 //			lb            <policy>
@@ -233,6 +235,21 @@ func parseService(d *caddyfile.Dispenser) (*upstream.Config, error) {
 			err = parseInt(d, &c.MaxPending)
 		case "queue_timeout":
 			err = parseDuration(d, &c.QueueTimeout)
+		case "min_idle":
+			err = parseInt(d, &c.MinIdle)
+		case "breaker":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return nil, d.ArgErr()
+			}
+			n, e := strconv.Atoi(args[0])
+			if e != nil || n < 1 {
+				return nil, d.Errf("breaker: failures %q must be a positive integer", args[0])
+			}
+			c.Breaker = &upstream.BreakerConfig{Failures: n}
+			if len(args) == 2 {
+				err = durationArg(d, args[1], &c.Breaker.Cooldown)
+			}
 		case "health":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 3 {

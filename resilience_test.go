@@ -291,3 +291,41 @@ func TestRetryBudgetBoundsLoadOnADownUpstream(t *testing.T) {
 		t.Errorf("%d upstream calls for %d requests: retries not bounded", n, requests)
 	}
 }
+
+func TestBreakerTakesAFailingTargetOutAfterConsecutiveFailures(t *testing.T) {
+	var badHits atomic.Int64
+	good := upstreamServer(t, echoHandler)
+	bad := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		badHits.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s %s {
+			lb round_robin
+			breaker 2 1m
+		}
+	}`, good.URL, bad.URL))
+	for range 30 {
+		in.get("/api/users/x")
+	}
+	if n := badHits.Load(); n != 2 {
+		t.Errorf("failing target got %d requests, want 2 before its circuit opened", n)
+	}
+	resp, _ := in.get("/api/users/x")
+	if resp.StatusCode != 200 {
+		t.Errorf("status %d with the good target in rotation", resp.StatusCode)
+	}
+}
+
+func TestMinIdleOpensWarmConnections(t *testing.T) {
+	up := upstreamServer(t, echoHandler)
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			min_idle 3
+		}
+	}`, up.URL))
+	eventually(t, "3 idle connections without any client request", func() bool {
+		_, body := in.adminDo("GET", "/gateway/pools")
+		return strings.Contains(string(body), `"open":3`) && strings.Contains(string(body), `"idle":3`)
+	})
+}

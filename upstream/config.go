@@ -84,6 +84,16 @@ type Config struct {
 	// 0 means no waiting. Only meaningful with MaxConns.
 	MaxPending int `json:"max_pending,omitempty"`
 
+	// MinIdle opens this many keep-alive connections to each upstream when
+	// the service is provisioned (probing the health path, else "/"), so
+	// the first requests after a start or reload do not pay for dialing.
+	MinIdle int `json:"min_idle,omitempty"`
+
+	// Breaker opens the circuit to one upstream after consecutive failures:
+	// it takes no requests for the cool-down, then gets traffic again.
+	// Built on Caddy's passive health checks.
+	Breaker *BreakerConfig `json:"breaker,omitempty"`
+
 	// QueueTimeout is how long a request may wait in the queue before it is
 	// answered 503. Default 1s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
@@ -119,6 +129,16 @@ type OAuth2Config struct {
 	Audience string `json:"audience,omitempty"`
 	// Timeout of one token fetch. Default 10s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// BreakerConfig is the passive-health circuit breaker of a service.
+type BreakerConfig struct {
+	// Failures is how many failed requests (connection errors or 5xx
+	// answers) within the cool-down open the circuit to an upstream.
+	Failures int `json:"failures"`
+	// Cooldown is how long a failure counts against the upstream, and so
+	// how long an open circuit stays open. Default 10s.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
 }
 
 // HealthConfig configures active health checks for a service's upstreams.
@@ -209,7 +229,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("service %q: oauth2 timeout must not be negative", c.Name)
 		}
 	}
-	for field, v := range map[string]int{"retries": c.Retries, "max_conns": c.MaxConns, "max_pending": c.MaxPending} {
+	if b := c.Breaker; b != nil && (b.Failures < 1 || b.Cooldown < 0) {
+		return fmt.Errorf("service %q: breaker needs failures >= 1 and a non-negative cooldown", c.Name)
+	}
+	for field, v := range map[string]int{"retries": c.Retries, "max_conns": c.MaxConns, "max_pending": c.MaxPending, "min_idle": c.MinIdle} {
 		if v < 0 {
 			return fmt.Errorf("service %q: %s must not be negative", c.Name, field)
 		}

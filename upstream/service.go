@@ -131,6 +131,17 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 		}
 	}
 
+	if b := cfg.Breaker; b != nil {
+		if h.HealthChecks == nil {
+			h.HealthChecks = new(reverseproxy.HealthChecks)
+		}
+		h.HealthChecks.Passive = &reverseproxy.PassiveHealthChecks{
+			MaxFails:        b.Failures,
+			FailDuration:    caddy.Duration(durationOr(b.Cooldown, 10*time.Second)),
+			UnhealthyStatus: []int{500, 502, 503, 504},
+		}
+	}
+
 	if err := h.Provision(ctx); err != nil {
 		_ = t.Cleanup()
 		if cred != nil {
@@ -139,7 +150,32 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 		return nil, fmt.Errorf("service %q: provisioning reverse proxy: %w", cfg.Name, err)
 	}
 	s.proxy = h
+	if cfg.MinIdle > 0 {
+		s.warmUp(ctx, cfg.Upstreams)
+	}
 	return s, nil
+}
+
+// warmUp opens MinIdle keep-alive connections to each upstream in the
+// background; it ends with the config's context.
+func (s *Service) warmUp(ctx caddy.Context, upstreams []string) {
+	path := "/"
+	if s.cfg.Health != nil {
+		path = s.cfg.Health.Path
+	}
+	client := &http.Client{Transport: s.transport.Transport, Timeout: s.timeout}
+	for _, u := range upstreams {
+		go func() {
+			defer func() {
+				if v := recover(); v != nil {
+					s.logger.Error("warm-up panicked", zap.Any("panic", v))
+				}
+			}()
+			if err := s.conns.WarmUp(ctx, client, strings.TrimSuffix(u, "/")+path, s.cfg.MinIdle); err != nil {
+				s.logger.Warn("opening warm connections failed", zap.Error(err))
+			}
+		}()
+	}
 }
 
 // buildTransport provisions Caddy's HTTP transport for the service, taking
@@ -170,7 +206,7 @@ func (s *Service) buildTransport(ctx caddy.Context, h *reverseproxy.Handler, sch
 	if t.KeepAlive.MaxIdleConnsPerHost == 0 {
 		// Caddy's default of 32 idle connections per host costs throughput
 		// under many concurrent clients; idle sockets are cheap.
-		t.KeepAlive.MaxIdleConnsPerHost = max(128, s.cfg.MaxConns)
+		t.KeepAlive.MaxIdleConnsPerHost = max(128, s.cfg.MaxConns, s.cfg.MinIdle)
 	}
 	if scheme == "https" && t.TLS == nil {
 		t.TLS = new(reverseproxy.TLSConfig)
