@@ -59,6 +59,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock used for ages and freshness; tests replace it. Default time.Now.
 	Now func() time.Time
+	// Redis, when set, adds a shared second tier behind the local one (see RedisOptions): local miss →
+	// Redis → upstream; stored answers go to both; Purge and invalidations reach every instance.
+	Redis *RedisOptions
 }
 
 // Result says how Serve answered a request, for metrics.
@@ -106,6 +109,8 @@ type Stats struct {
 	Rejected    int64 `json:"rejected"`    // entries refused by the admission policy
 	Evictions   int64 `json:"evictions"`   // entries evicted (space or expiry)
 	Purged      int64 `json:"purged"`      // entries removed by Purge or invalidation
+	// Redis describes the shared tier; nil without one.
+	Redis *RedisStats `json:"redis,omitempty"`
 }
 
 // Cache is a shared HTTP cache. Use New; all methods are safe for concurrent use.
@@ -116,6 +121,8 @@ type Cache struct {
 	rs   *ristretto.Cache[[]byte, *Entry]
 	idx  index
 	fl   flights
+	// redis is the shared second tier, or nil.
+	redis *redisTier
 
 	// storeMu orders stores against purges and Close: stores (index add + ristretto Set + Wait) hold
 	// it shared, purges and Close exclusively, so a purge never misses an entry half-way into the
@@ -179,6 +186,12 @@ func New(opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("cache: creating store: %w", err)
 	}
 	c.rs = rs
+	if opts.Redis != nil {
+		if c.redis, err = newRedisTier(c, *opts.Redis); err != nil {
+			rs.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -186,11 +199,15 @@ func New(opts Options) (*Cache, error) {
 // passes every request straight to fetch.
 func (c *Cache) Close() {
 	c.storeMu.Lock()
-	defer c.storeMu.Unlock()
 	if c.closed.Swap(true) {
+		c.storeMu.Unlock()
 		return
 	}
 	c.rs.Close()
+	c.storeMu.Unlock()
+	if c.redis != nil {
+		c.redis.close() // outside storeMu: it waits for goroutines that may purge
+	}
 }
 
 // Stats returns a snapshot of the counters.
@@ -212,12 +229,30 @@ func (c *Cache) Stats() Stats {
 	if !c.closed.Load() {
 		s.Bytes = c.rs.MaxCost() - c.rs.RemainingCost()
 	}
+	if c.redis != nil {
+		s.Redis = c.redis.stats()
+	}
 	return s
 }
 
 // Purge removes the entries of service ("" = every service) whose upstream-relative URL starts with
 // pathPrefix ("" = all of them) and returns how many responses it removed (Vary markers not counted).
+// With a Redis tier it also removes them from Redis and, through pub/sub, from every other
+// instance's local tier; it then returns the larger of the local and the Redis count (Redis holds
+// what every instance stored). A Redis that is down is skipped (logged), never waited for.
 func (c *Cache) Purge(service, pathPrefix string) int {
+	if c.redis != nil {
+		c.redis.epoch.Add(1)
+	}
+	n := c.purgeLocal(service, pathPrefix)
+	if c.redis != nil && !c.closed.Load() {
+		n = max(n, c.redis.purge(service, pathPrefix))
+	}
+	return n
+}
+
+// purgeLocal is Purge on the local tier only.
+func (c *Cache) purgeLocal(service, pathPrefix string) int {
 	c.storeMu.Lock()
 	defer c.storeMu.Unlock()
 	return c.removeLocked(c.idx.take(service, pathPrefix))
@@ -242,13 +277,30 @@ func (c *Cache) removeLocked(es []*Entry) int {
 // the write (Wait) so the very next lookup sees it: a store happens once per upstream exchange, which
 // already cost a round trip, while a pending-writes map would cost a lock on every hit.
 func (c *Cache) store(e *Entry) bool {
+	return c.storeTTL(e, c.retention(e))
+}
+
+// fill puts an entry read from the Redis tier into the local one for what remains of its retention
+// (its times are the original ones, so Age stays right).
+func (c *Cache) fill(e *Entry) {
+	if e.Marker {
+		c.store(e)
+		return
+	}
+	if ttl := c.retention(e) - e.age(c.now()); ttl > 0 {
+		c.storeTTL(e, ttl)
+	}
+}
+
+// storeTTL is store with an explicit retention.
+func (c *Cache) storeTTL(e *Entry, ttl time.Duration) bool {
 	c.storeMu.RLock()
 	defer c.storeMu.RUnlock()
 	if c.closed.Load() {
 		return false
 	}
 	c.idx.add(e)
-	if !c.rs.SetWithTTL([]byte(e.Key), e, e.cost, c.retention(e)) {
+	if !c.rs.SetWithTTL([]byte(e.Key), e, e.cost, ttl) {
 		c.idx.remove(e)
 		c.rejected.Add(1)
 		return false

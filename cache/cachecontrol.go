@@ -20,6 +20,7 @@ type directives struct {
 	MustUnderstand, OnlyIfCached        bool
 	Immutable, NoTransform              bool
 	MaxStaleAny                         bool // request max-stale without a value: any staleness is fine
+	Targeted                            bool // parsed from CDN-Cache-Control (RFC 9213), not Cache-Control
 	InvalidMaxAge, InvalidSMaxAge       bool
 	present                             bool // at least one Cache-Control line was seen
 }

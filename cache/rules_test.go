@@ -45,6 +45,9 @@ func TestStoreRules(t *testing.T) {
 		{"authorization with s-maxage", Options{}, 200, []string{"Cache-Control", "s-maxage=60"}, []string{"Authorization", "Bearer a"}, 0, 1, ResultHit, "caddy-gateway; hit"},
 		{"stale after max-age", Options{}, 200, []string{"Cache-Control", "max-age=10"}, nil, 11 * time.Second, 2, ResultMiss, "caddy-gateway; fwd=stale; stored"},
 		{"upstream age counts", Options{}, 200, []string{"Cache-Control", "max-age=10", "Age", "8"}, nil, 3 * time.Second, 2, ResultMiss, "caddy-gateway; fwd=stale"},
+		{"cdn-cache-control overrides no-store", Options{}, 200, []string{"Cache-Control", "no-store", "Cdn-Cache-Control", "max-age=60"}, nil, 0, 1, ResultHit, "caddy-gateway; hit; ttl=60"},
+		{"cdn-cache-control private", Options{}, 200, []string{"Cache-Control", "max-age=60", "Cdn-Cache-Control", "private"}, nil, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=private"},
+		{"invalid cdn-cache-control ignored", Options{}, 200, []string{"Cache-Control", "no-store", "Cdn-Cache-Control", "max-age=60, &&&"}, nil, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=no-store"},
 		{"too large", Options{MaxItemSize: 4}, 200, []string{"Cache-Control", "max-age=60"}, nil, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=too-large"},
 	}
 	for _, tt := range tests {

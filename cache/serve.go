@@ -49,7 +49,14 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 	}
 	auth := h.Get("Authorization")
 	kb := getKeyBuf()
-	e, key, _, varyMiss := c.lookup(*kb, r, service, auth)
+	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth)
+	hit := "hit"
+	if e == nil && c.redis != nil {
+		e, key, varyMiss = c.redis.lookup(r, service, auth, key, baseLen, varyMiss)
+		if e != nil {
+			hit = "hit; detail=redis"
+		}
+	}
 	*kb = key
 	now := c.now()
 	var age time.Duration
@@ -59,7 +66,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		case usable(e, &cc, age):
 			putKeyBuf(kb)
 			c.hits.Add(1)
-			c.writeEntry(w, r, e, age, "hit")
+			c.writeEntry(w, r, e, age, hit)
 			return ResultHit, nil
 		case staleAllowedByRequest(e, &cc, age):
 			putKeyBuf(kb)
@@ -382,18 +389,22 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry) bool {
 	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), r.URL.RawQuery)
 	e.BaseLen = len(buf)
 	buf = appendAuthKey(buf, r.Header.Get("Authorization"))
+	var m *Entry
+	ok := true
 	if len(vary) > 0 {
-		m := &Entry{Key: string(buf), BaseLen: e.BaseLen, Service: e.Service, URL: e.URL, Marker: true, Vary: vary}
+		m = &Entry{Key: string(buf), BaseLen: e.BaseLen, Service: e.Service, URL: e.URL, Marker: true, Vary: vary}
 		m.prepare(&c.opts)
-		if !c.store(m) {
-			return false
-		}
+		ok = c.store(m)
 		buf = appendVariantKey(buf, vary, r.Header)
 		e.Vary = vary
 	}
 	e.Key = string(buf)
 	e.prepare(&c.opts)
-	return c.store(e)
+	ok = ok && c.store(e)
+	if c.redis != nil && !c.closed.Load() {
+		c.redis.enqueue(m, e) // even if the local admission policy refused it
+	}
+	return ok
 }
 
 func pathOf(r *http.Request) string {
@@ -498,7 +509,7 @@ func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request, service stri
 // invalidate removes the entries for r's URL and for same-service relative Location and
 // Content-Location references in the answer's header.
 func (c *Cache) invalidate(r *http.Request, service string, h http.Header) {
-	bases := []string{string(appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery))}
+	refs := []baseRef{{url: requestURL(r), base: appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)}}
 	for _, f := range []string{"Location", "Content-Location"} {
 		v := h.Get(f)
 		if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
@@ -509,12 +520,31 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header) {
 			if p == "" {
 				p = u.Path
 			}
-			bases = append(bases, string(appendBaseKey(nil, r.Host, service, p, u.RawQuery)))
+			ref := baseRef{url: p, base: appendBaseKey(nil, r.Host, service, p, u.RawQuery)}
+			if u.RawQuery != "" {
+				ref.url += "?" + u.RawQuery
+			}
+			refs = append(refs, ref)
 		}
 	}
+	bases := make([][]byte, len(refs))
+	for i, ref := range refs {
+		bases[i] = ref.base
+	}
+	if c.redis != nil {
+		c.redis.epoch.Add(1) // before the local removal: a write racing with it is dropped or undone
+	}
+	c.invalidateLocal(service, bases)
+	if c.redis != nil && !c.closed.Load() {
+		c.redis.invalidate(r.Context(), service, refs)
+	}
+}
+
+// invalidateLocal removes the local entries stored under the given base keys.
+func (c *Cache) invalidateLocal(service string, bases [][]byte) {
 	c.storeMu.Lock()
 	defer c.storeMu.Unlock()
 	for _, b := range bases {
-		c.removeLocked(c.idx.takeBase(service, b))
+		c.removeLocked(c.idx.takeBase(service, string(b)))
 	}
 }
