@@ -163,10 +163,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		svc.OnRetry = sm.Retried
 		rt := &route{svc: svc, metrics: sm, stats: g.obs.stats.Service(sc.Name), latency: g.obs.profiler.Series(sc.Name)}
 		rt.fetch = rt.forward
-		rt.byResult = make([]*metrics.Series, len(cacheResults))
-		for _, res := range cacheResults {
-			rt.byResult[res] = g.obs.profiler.Series(sc.Name + "/" + res.String())
-		}
+		rt.profiler = g.obs.profiler
 		g.services[sc.Name] = svc
 		g.routes[sc.Name] = rt
 		g.order = append(g.order, svc)

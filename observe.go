@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,17 +31,36 @@ var observerPool = caddy.NewUsagePool()
 // once at provision so the request path does no map or label lookups
 // beyond the service name.
 type route struct {
-	fetch    cache.Fetch // rt.forward, bound once: also used by background refreshes
-	svc      *upstream.Service
-	metrics  *metrics.ServiceMetrics
-	stats    *metrics.ServiceStats
-	latency  *metrics.Series   // all requests of the service
-	byResult []*metrics.Series // indexed by cache.Result
+	fetch   cache.Fetch // rt.forward, bound once: also used by background refreshes
+	svc     *upstream.Service
+	metrics *metrics.ServiceMetrics
+	stats   *metrics.ServiceStats
+	latency *metrics.Series // all requests of the service
+	// byResult holds the per-cache-result series, indexed by cache.Result,
+	// created on first use: most services see only a few results, and a
+	// sketch costs kilobytes (10,000 services × 6 results added up).
+	byResult [resultCount]atomic.Pointer[metrics.Series]
+	profiler *metrics.Profiler
+
+	lastQueued  int64
+	lastHealthy map[string]bool // gauge updater only
 }
 
-// cacheResults are the cache results the profiler keeps apart.
-var cacheResults = []cache.Result{cache.ResultBypass, cache.ResultHit, cache.ResultMiss, cache.ResultStale,
-	cache.ResultRevalidated, cache.ResultCollapsed}
+// resultCount bounds cache.Result values kept apart by the profiler.
+const resultCount = 8
+
+// resultSeries returns the profiler series of one cache result.
+func (rt *route) resultSeries(res cache.Result) *metrics.Series {
+	if int(res) >= resultCount {
+		return rt.latency
+	}
+	if s := rt.byResult[res].Load(); s != nil {
+		return s
+	}
+	s := rt.profiler.Series(rt.svc.Name + "/" + res.String())
+	rt.byResult[res].Store(s)
+	return s
+}
 
 // metricsResult maps a cache result to its Prometheus label.
 func metricsResult(r cache.Result) metrics.CacheResult {
@@ -144,7 +164,7 @@ func (g *Gateway) record(ex *exchange, r *http.Request, name string, res cache.R
 	rt.stats.ObserveRequest(d, status >= 500)
 	if g.cache != nil {
 		rt.metrics.ObserveCache(metricsResult(res))
-		rt.byResult[res].RecordAt(end, d)
+		rt.resultSeries(res).RecordAt(end, d)
 		switch res {
 		case cache.ResultHit, cache.ResultCollapsed, cache.ResultStale:
 			rt.stats.CacheHit()
@@ -152,17 +172,8 @@ func (g *Gateway) record(ex *exchange, r *http.Request, name string, res cache.R
 			rt.stats.CacheMiss()
 		}
 	}
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		switch ue.Kind() {
-		case "timeout":
-			rt.metrics.ObserveError(metrics.ErrorTimeout)
-		case "queue":
-			rt.metrics.ObserveError(metrics.ErrorQueue)
-			rt.metrics.QueueRejected()
-		case "upstream":
-			rt.metrics.ObserveError(metrics.ErrorUpstream)
-		}
+	if err != nil {
+		recordError(rt, err)
 	}
 	if g.slow > 0 && d >= g.slow {
 		g.logger.Warn("slow request",
@@ -196,11 +207,22 @@ func (g *Gateway) startGauges(panicked func()) {
 				g.logger.Error("gauge updater panicked", zap.Any("panic", v), zap.Stack("stack"))
 			}
 		}()
+		// only changes reach the gauges: with thousands of services a
+		// label lookup per target per tick is measurable idle CPU
 		for _, rt := range g.routes {
-			rt.metrics.Queued().Set(float64(rt.svc.PoolStats().Admission.Queued))
-			for _, tg := range rt.svc.Targets() {
-				rt.metrics.SetUpstreamHealthy(tg.Address, tg.Healthy)
+			if q := rt.svc.PoolStats().Admission.Queued; q != rt.lastQueued || rt.lastHealthy == nil {
+				rt.metrics.Queued().Set(float64(q))
+				rt.lastQueued = q
 			}
+			if rt.lastHealthy == nil {
+				rt.lastHealthy = make(map[string]bool)
+			}
+			rt.svc.EachTarget(func(addr string, healthy bool) {
+				if prev, ok := rt.lastHealthy[addr]; !ok || prev != healthy {
+					rt.metrics.SetUpstreamHealthy(addr, healthy)
+					rt.lastHealthy[addr] = healthy
+				}
+			})
 		}
 	}
 	go func() {
@@ -223,5 +245,23 @@ func (g *Gateway) stopGauges() {
 	if g.gaugeStop != nil {
 		close(g.gaugeStop)
 		<-g.gaugeDone
+	}
+}
+
+// recordError counts a failed exchange by kind. It is apart from record so
+// that the error's variable escapes to the heap only when there is one.
+func recordError(rt *route, err error) {
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		return
+	}
+	switch ue.Kind() {
+	case "timeout":
+		rt.metrics.ObserveError(metrics.ErrorTimeout)
+	case "queue":
+		rt.metrics.ObserveError(metrics.ErrorQueue)
+		rt.metrics.QueueRejected()
+	case "upstream":
+		rt.metrics.ObserveError(metrics.ErrorUpstream)
 	}
 }

@@ -343,6 +343,14 @@ func (s *Service) Targets() []TargetState {
 	return out
 }
 
+// EachTarget calls fn with each upstream's dial address and health,
+// without allocating (the gauge updater runs it every second).
+func (s *Service) EachTarget(fn func(addr string, healthy bool)) {
+	for _, u := range s.proxy.Upstreams {
+		fn(u.Dial, u.Healthy())
+	}
+}
+
 // TargetState is one upstream's health as the admin API shows it.
 type TargetState struct {
 	Address     string `json:"address"`
