@@ -181,7 +181,13 @@ func (adminAPI) health(w http.ResponseWriter, _ *http.Request, gws []*Gateway) e
 			}
 			services[s.Name] = hs
 		}
-		out[displayName(g)] = map[string]any{"services": services}
+		entry := map[string]any{"services": services}
+		if g.cache != nil {
+			if r := g.cache.Stats().Redis; r != nil {
+				entry["redis"] = r
+			}
+		}
+		out[displayName(g)] = entry
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"healthy": all, "gateways": out})
 }

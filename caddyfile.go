@@ -104,6 +104,13 @@ func parseGatewayDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 //			default_ttl            <duration>
 //			stale_while_revalidate <duration>
 //			stale_if_error         <duration>
+//			redis <url> {
+//				password     <value>
+//				pool_size    <n>
+//				timeout      <duration>
+//				dial_timeout <duration>
+//				key_prefix   <string>
+//			}
 //		}
 //		health_path           <path>
 //		slow_request          <duration>
@@ -369,7 +376,10 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 		case "stale_if_error":
 			err = parseDuration(d, &c.StaleIfError)
 		case "redis":
-			return nil, d.Err("cache: the shared Redis tier is not available in this version")
+			if c.Redis != nil {
+				return nil, d.Err("cache: redis declared twice")
+			}
+			c.Redis, err = parseRedis(d)
 		default:
 			return nil, d.Errf("cache: unknown subdirective %q", d.Val())
 		}
@@ -378,6 +388,41 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// parseRedis parses `redis <url> { password, pool_size, timeout, dial_timeout, key_prefix }`.
+func parseRedis(d *caddyfile.Dispenser) (*RedisConfig, error) {
+	if !d.NextArg() {
+		return nil, d.Err("redis: missing URL")
+	}
+	r := &RedisConfig{URL: d.Val()}
+	if !strings.HasPrefix(r.URL, "{") && !strings.HasPrefix(r.URL, "redis://") && !strings.HasPrefix(r.URL, "rediss://") && !strings.HasPrefix(r.URL, "unix://") {
+		return nil, d.Errf("redis: URL %q must start with redis://, rediss:// or unix://", r.URL)
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "password":
+			err = parseString(d, &r.Password)
+		case "pool_size":
+			err = parseInt(d, &r.PoolSize)
+		case "timeout":
+			err = parseDuration(d, &r.Timeout)
+		case "dial_timeout":
+			err = parseDuration(d, &r.DialTimeout)
+		case "key_prefix":
+			err = parseString(d, &r.KeyPrefix)
+		default:
+			return nil, d.Errf("redis: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
 }
 
 func parseString(d *caddyfile.Dispenser, dst *string) error {

@@ -81,7 +81,8 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"negative retries", "service a http://x:1 {\n\t\tretries -1\n\t}", 4, "not a non-negative integer"},
 		{"unknown lb policy", "service a http://x:1 {\n\t\tlb fastest\n\t}", 4, `unknown policy "fastest"`},
 		{"no service", "slow_request 1s", 4, "declare at least one service"},
-		{"redis not yet", "service a http://x:1\n\tcache {\n\t\tredis redis://127.0.0.1:6379\n\t}", 5, "Redis"},
+		{"redis bad URL", "service a http://x:1\n\tcache {\n\t\tredis 127.0.0.1:6379\n\t}", 5, "must start with redis://"},
+		{"redis unknown option", "service a http://x:1\n\tcache {\n\t\tredis redis://127.0.0.1:6379 {\n\t\t\tcluster yes\n\t\t}\n\t}", 6, `redis: unknown subdirective "cluster"`},
 		{"oauth2 and token", "service a http://x:1 {\n\t\ttoken t\n\t\toauth2 {\n\t\t\ttoken_url http://127.0.0.1:9/t\n\t\t\tclient_id c\n\t\t\tclient_secret s\n\t\t}\n\t}", 10, "oauth2 and token/token_file are mutually exclusive"},
 		{"mixed schemes", "service a http://x:1 https://y:2", 3, "share scheme"},
 	}

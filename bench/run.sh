@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# bench/run.sh — load benchmark of caddy-gateway against stock Caddy (issue #8).
+#
+# What it does (loopback only, no network beyond `apt-get` when wrk/nginx are missing):
+#   1. Builds, from this checkout's go.mod (so at the same Caddy version):
+#        $OUT/caddy-gw     = go build ./cmd/caddy           (Caddy + standard modules + gateway)
+#        $OUT/caddy-stock  = go build ./bench/stockcaddy    (Caddy + standard modules only)
+#        $OUT/upstream     = go build ./bench/upstream      (1024-byte JSON answers)
+#      xcaddy is not used: the module proxy answers 403 for this module's path.
+#   2. Installs wrk and nginx with apt-get when they are missing.
+#   3. Starts the upstream and four servers, each in its own process:
+#        A  stock Caddy  `respond` of the same 1024-byte body (+ Content-Type)  /item
+#        B  stock Caddy  `reverse_proxy` to the upstream, uncacheable path      /item
+#        C  gateway, 10 services, cache on, uncacheable path (miss/bypass path) /api/bench/item
+#        D  gateway, 10 services, cache on, cacheable path (cache hit)          /api/bench/cacheable/item
+#        E  nginx proxy_cache hit of the cacheable path                         /cacheable/item
+#        F  gateway, 10,000 services, cache on, cacheable path (cache hit)      /api/bench/cacheable/item
+#      C and D are the same process (one site). E stands in for Caddy with
+#      github.com/caddyserver/cache-handler, which the module proxy does not serve here.
+#   4. Checks every endpoint answers 200 with the 1024-byte body (and that D/E/F are cache hits),
+#      warms each up for 1 s, then drives them with wrk in interleaved rounds
+#      (A B C D E F, A B C D E F, ...) and prints the median RPS and p50/p99 latency of each,
+#      and the ratios D/A, C/B (RPS and p99), D/E, F/D against the issue's targets.
+#   5. Writes the markdown report to stdout and to bench/out/report-<timestamp>.md, with the
+#      raw wrk outputs in bench/out/raw/ (bench/out/ is gitignored).
+#
+# CPU pinning: with >= 4 CPUs wrk gets CPU 0, the upstream CPU 1 and the server under test
+# CPUs 2..n-1; with 2-3 CPUs wrk gets CPU 0 and every server and the upstream CPUs 1..n-1
+# (so proxy and upstream share them: the same for B and C); with 1 CPU nothing is pinned and
+# the report says so. Go sets GOMAXPROCS from the affinity mask; nginx runs one worker per
+# server CPU, so both sides use the same CPUs.
+#
+# Usage:   bench/run.sh                      (from anywhere; ~3 minutes with the defaults)
+# Env:     BENCH_ROUNDS=3        rounds of A..F (at least 3 recommended)
+#          BENCH_DURATION=5s     wrk duration of each run
+#          BENCH_CONNS=32        wrk connections (-c); BENCH_THREADS=1 wrk threads (-t)
+#          BENCH_WARMUP=1s       warm-up per configuration before the rounds
+#          BENCH_CONFIGS="A B C D E F"   subset to run (ratios need their pairs)
+#          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
+#          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
+#                                gateway (pprof on its admin endpoint) under C and D load into
+#                                bench/out/ (go tool pprof -top bench/out/cpu-D.prof)
+#          BENCH_SKIP_BUILD=1    reuse the binaries already in bench/out/bin
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-5s}
+CONNS=${BENCH_CONNS:-32}
+THREADS=${BENCH_THREADS:-1}
+WARMUP=${BENCH_WARMUP:-1s}
+CONFIGS=${BENCH_CONFIGS:-"A B C D E F"}
+BASE=${BENCH_PORT_BASE:-18100}
+OUTDIR=$ROOT/bench/out
+OUT=$OUTDIR/bin
+RUN=$OUTDIR/run
+RAW=$OUTDIR/raw
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT" "$RUN" "$RAW"
+rm -rf "${RUN:?}"/* "${RAW:?}"/*
+
+P_UP=$BASE            # upstream
+P_A=$((BASE + 1))     # stock respond
+P_B=$((BASE + 2))     # stock reverse_proxy
+P_GW=$((BASE + 3))    # gateway, 10 services (C and D)
+P_E=$((BASE + 5))     # nginx
+P_F=$((BASE + 6))     # gateway, 10,000 services
+ADM_STOCK=$((BASE + 11))
+ADM_GW=$((BASE + 12))
+ADM_F=$((BASE + 13))
+
+log() { echo "[bench] $*" >&2; }
+
+# ---------------------------------------------------------------- tools
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+	log "installing ${need_apt[*]}"
+	SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+	$SUDO apt-get install -y "${need_apt[@]}" >/dev/null 2>&1 ||
+		{ $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "${need_apt[@]}" >/dev/null; }
+fi
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+
+# ---------------------------------------------------------------- build
+if [ "${BENCH_SKIP_BUILD:-}" != 1 ] || [ ! -x "$OUT/caddy-gw" ]; then
+	log "building caddy-gw, caddy-stock, upstream"
+	go build -o "$OUT/caddy-gw" ./cmd/caddy
+	go build -o "$OUT/caddy-stock" ./bench/stockcaddy
+	go build -o "$OUT/upstream" ./bench/upstream
+fi
+CADDY_VERSION=$("$OUT/caddy-stock" version | awk '{print $1}')
+GW_VERSION=$("$OUT/caddy-gw" version | awk '{print $1}')
+"$OUT/caddy-gw" list-modules | grep -qx http.handlers.gateway || { log "caddy-gw lacks the gateway module"; exit 1; }
+"$OUT/caddy-stock" list-modules | grep -q gateway && { log "caddy-stock has the gateway module"; exit 1; }
+
+# ---------------------------------------------------------------- CPUs
+NCPU=$(nproc)
+if [ "$NCPU" -ge 4 ]; then
+	CPU_WRK=0; CPU_UP=1; CPU_SRV="2-$((NCPU - 1))"; SRV_N=$((NCPU - 2))
+	PIN="wrk on CPU 0, upstream on CPU 1, server under test on CPUs $CPU_SRV"
+elif [ "$NCPU" -ge 2 ]; then
+	CPU_WRK=0; CPU_UP="1-$((NCPU - 1))"; [ "$NCPU" -eq 2 ] && CPU_UP=1; CPU_SRV=$CPU_UP; SRV_N=$((NCPU - 1))
+	PIN="wrk on CPU 0; server under test and upstream share CPU(s) $CPU_SRV (only $NCPU CPUs: not enough to separate them)"
+else
+	CPU_WRK=""; SRV_N=1
+	PIN="NOT pinned: only 1 CPU, wrk and servers share it (numbers are not meaningful)"
+fi
+pin() { # pin CPUS cmd...
+	local cpus=$1; shift
+	if [ -n "$CPU_WRK" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
+# ---------------------------------------------------------------- configs
+BODY_FILE=$RUN/body.json
+"$OUT/upstream" -print-body >"$BODY_FILE"
+BODY=$(tr -d '\n' <"$BODY_FILE")
+BODY_LEN=$(wc -c <"$BODY_FILE")
+
+cat >"$RUN/stock.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$ADM_STOCK
+	persist_config off
+	auto_https off
+}
+http://127.0.0.1:$P_A {
+	header Content-Type application/json
+	respond \`$BODY
+\` 200
+}
+http://127.0.0.1:$P_B {
+	reverse_proxy 127.0.0.1:$P_UP
+}
+EOF
+
+gw_caddyfile() { # gw_caddyfile ADMIN PORT NSERVICES
+	local adm=$1 port=$2 n=$3
+	{
+		printf '{\n\tadmin 127.0.0.1:%s\n\tpersist_config off\n\tauto_https off\n}\n' "$adm"
+		printf 'http://127.0.0.1:%s {\n\tgateway /api/* {\n' "$port"
+		# n-1 other services on the same upstream, then the one the load uses
+		local i
+		for ((i = 1; i < n; i++)); do printf '\t\tservice s%05d http://127.0.0.1:%s\n' "$i" "$P_UP"; done
+		printf '\t\tservice bench http://127.0.0.1:%s\n' "$P_UP"
+		printf '\t\tcache {\n\t\t\tmax_size 64MiB\n\t\t}\n\t}\n}\n'
+	}
+}
+gw_caddyfile "$ADM_GW" "$P_GW" 10 >"$RUN/gw10.Caddyfile"
+gw_caddyfile "$ADM_F" "$P_F" 10000 >"$RUN/gw10000.Caddyfile"
+
+NGINX_USER=""; [ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
+mkdir -p "$RUN/nginx-cache" "$RUN/nginx-tmp"
+cat >"$RUN/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes $SRV_N;
+daemon off;
+pid $RUN/nginx.pid;
+error_log $RUN/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $RUN/nginx-tmp/body;
+	proxy_temp_path $RUN/nginx-tmp/proxy;
+	fastcgi_temp_path $RUN/nginx-tmp/fastcgi;
+	uwsgi_temp_path $RUN/nginx-tmp/uwsgi;
+	scgi_temp_path $RUN/nginx-tmp/scgi;
+	proxy_cache_path $RUN/nginx-cache levels=1:2 keys_zone=bench:10m max_size=64m inactive=60m use_temp_path=off;
+	upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
+	server {
+		listen 127.0.0.1:$P_E;
+		location / {
+			proxy_pass http://up;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_cache bench;
+			add_header X-Cache-Status \$upstream_cache_status;
+		}
+	}
+}
+EOF
+
+# ---------------------------------------------------------------- processes
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+start() { # start NAME CPUS cmd...  ($! must be the server itself: taskset execs it)
+	local name=$1 cpus=$2; shift 2
+	if [ -n "$CPU_WRK" ]; then
+		taskset -c "$cpus" "$@" >"$RUN/$name.log" 2>&1 &
+	else
+		"$@" >"$RUN/$name.log" 2>&1 &
+	fi
+	PIDS+=($!)
+}
+wait_url() { # wait_url URL [seconds]
+	local i
+	for ((i = 0; i < ${2:-30} * 10; i++)); do
+		curl -s -o /dev/null "$1" && return 0
+		sleep 0.1
+	done
+	log "timed out waiting for $1"; return 1
+}
+
+for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $ADM_STOCK $ADM_GW $ADM_F; do
+	if curl -s -o /dev/null "http://127.0.0.1:$p/"; then log "port $p is busy (set BENCH_PORT_BASE)"; exit 1; fi
+done
+
+start upstream "$CPU_UP" "$OUT/upstream" -addr "127.0.0.1:$P_UP"
+start stock "$CPU_SRV" "$OUT/caddy-stock" run --config "$RUN/stock.Caddyfile"
+start gw10 "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gw10.Caddyfile"
+start gw10000 "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gw10000.Caddyfile"
+start nginx "$CPU_SRV" "$NGINX" -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log"
+wait_url "http://127.0.0.1:$P_UP/"
+wait_url "http://127.0.0.1:$P_A/"
+wait_url "http://127.0.0.1:$P_B/"
+wait_url "http://127.0.0.1:$P_GW/api/bench/"
+wait_url "http://127.0.0.1:$P_E/"
+wait_url "http://127.0.0.1:$P_F/api/bench/" 120
+
+declare -A URL NAME
+URL[A]="http://127.0.0.1:$P_A/item";                     NAME[A]="stock respond (1 KiB static)"
+URL[B]="http://127.0.0.1:$P_B/item";                     NAME[B]="stock reverse_proxy (no-store)"
+URL[C]="http://127.0.0.1:$P_GW/api/bench/item";           NAME[C]="gateway miss (no-store, cache on)"
+URL[D]="http://127.0.0.1:$P_GW/api/bench/cacheable/item"; NAME[D]="gateway cache hit, 10 services"
+URL[E]="http://127.0.0.1:$P_E/cacheable/item";           NAME[E]="nginx proxy_cache hit"
+URL[F]="http://127.0.0.1:$P_F/api/bench/cacheable/item";  NAME[F]="gateway cache hit, 10,000 services"
+
+# ---------------------------------------------------------------- sanity checks
+check() { # check CFG [header-regex-that-must-match-on-2nd-request]
+	local cfg=$1 want=${2:-} h
+	curl -s -o /dev/null "${URL[$cfg]}"
+	h=$(curl -s -D - -o "$RUN/check-$cfg.body" "${URL[$cfg]}")
+	if ! head -1 <<<"$h" | grep -q ' 200'; then log "$cfg: not 200: $(head -1 <<<"$h")"; exit 1; fi
+	if [ "$(wc -c <"$RUN/check-$cfg.body")" -ne "$BODY_LEN" ]; then log "$cfg: body is not $BODY_LEN bytes"; exit 1; fi
+	if [ -n "$want" ] && ! grep -qiE "$want" <<<"$h"; then log "$cfg: want header /$want/ in:"; echo "$h" >&2; exit 1; fi
+	tr -d '\r' <<<"$h" >"$RUN/check-$cfg.headers"
+}
+for c in $CONFIGS; do
+	case $c in
+	C) check C 'Cache-Status: .*fwd=' ;;
+	D | F) check "$c" 'Cache-Status: .*; hit' ;;
+	E) check E 'X-Cache-Status: HIT' ;;
+	*) check "$c" ;;
+	esac
+done
+
+# ---------------------------------------------------------------- load
+# to_ms converts wrk's latency (e.g. 812.00us, 1.23ms, 1.02s) to milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
+
+run_wrk() { # run_wrk CFG DURATION OUTFILE
+	pin "${CPU_WRK:-0}" wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency "${URL[$1]}" >"$3" 2>&1 || true
+}
+
+declare -A RPS P50 P99 ERRS
+for c in $CONFIGS; do log "warm-up $c"; run_wrk "$c" "$WARMUP" "$RAW/warmup-$c.txt"; done
+for ((r = 1; r <= ROUNDS; r++)); do
+	for c in $CONFIGS; do
+		f=$RAW/round$r-$c.txt
+		run_wrk "$c" "$DURATION" "$f"
+		rps=$(awk '/^Requests\/sec:/{print $2}' "$f")
+		p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$f")")
+		p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$f")")
+		bad=$(awk '/Non-2xx or 3xx responses:/{n+=$NF} /Socket errors:/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$f")
+		RPS[$c]+="$rps "; P50[$c]+="$p50 "; P99[$c]+="$p99 "; ERRS[$c]=$((${ERRS[$c]:-0} + bad))
+		log "round $r $c: ${rps:-?} req/s p50 ${p50}ms p99 ${p99}ms errors $bad"
+	done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+declare -A MRPS MP50 MP99
+for c in $CONFIGS; do
+	MRPS[$c]=$(median <<<"${RPS[$c]}")
+	MP50[$c]=$(median <<<"${P50[$c]}")
+	MP99[$c]=$(median <<<"${P99[$c]}")
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 == 0 || a == "" || b == "") print "n/a"; else printf "%.3f", a/b }'; }
+verdict() { # verdict VALUE OP TARGET
+	awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN{ if (v == "n/a") {print "n/a"; exit} ok = (op == ">=") ? (v+0 >= t+0) : (v+0 <= t+0); print ok ? "met" : "**not met**" }'
+}
+has() { [[ " $CONFIGS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- report
+REPORT=$OUTDIR/report-$STAMP.md
+{
+	echo "## caddy-gateway load benchmark ($(date -u +%Y-%m-%d))"
+	echo
+	echo "- machine: $NCPU CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)), $(go version | awk '{print $3}'), Caddy $CADDY_VERSION (stock) / $GW_VERSION (gateway build)"
+	echo "- load: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds of [$CONFIGS], ${WARMUP} warm-up each; loopback only"
+	echo "- pinning: $PIN"
+	echo "- upstream: bench/upstream, $BODY_LEN-byte JSON; /cacheable/* \`Cache-Control: public, max-age=3600\`, else \`no-store\`"
+	echo "- E is nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') \`proxy_cache\` (1 worker per server CPU): github.com/caddyserver/cache-handler is not served by the module proxy here, so it stands in for \"Caddy with cache-handler\""
+	echo "- reproduce: \`BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION bench/run.sh\`"
+	echo
+	echo "| | configuration | median req/s | median p50 ms | median p99 ms | req/s per round | non-2xx/socket errors |"
+	echo "|---|---|---:|---:|---:|---|---:|"
+	for c in $CONFIGS; do
+		echo "| $c | ${NAME[$c]} | ${MRPS[$c]} | ${MP50[$c]} | ${MP99[$c]} | ${RPS[$c]% } | ${ERRS[$c]:-0} |"
+	done
+	echo
+	echo "| ratio | value | target | |"
+	echo "|---|---:|---:|---|"
+	if has D && has A; then v=$(ratio "${MRPS[D]}" "${MRPS[A]}"); echo "| D/A gateway hit ÷ stock respond, req/s | $v | ≥ 0.90 | $(verdict "$v" ">=" 0.90) |"; fi
+	if has C && has B; then
+		v=$(ratio "${MRPS[C]}" "${MRPS[B]}"); echo "| C/B gateway miss ÷ stock reverse_proxy, req/s | $v | ≥ 0.95 | $(verdict "$v" ">=" 0.95) |"
+		v=$(ratio "${MP99[C]}" "${MP99[B]}"); echo "| C/B gateway miss ÷ stock reverse_proxy, p99 | $v | ≤ 1.10 | $(verdict "$v" "<=" 1.10) |"
+	fi
+	if has D && has E; then v=$(ratio "${MRPS[D]}" "${MRPS[E]}"); echo "| D/E gateway hit ÷ nginx proxy_cache hit, req/s | $v | ≥ 1.50 | $(verdict "$v" ">=" 1.50) |"; fi
+	if has F && has D; then v=$(ratio "${MRPS[F]}" "${MRPS[D]}"); echo "| F/D 10,000 ÷ 10 services (hit), req/s | $v | ≥ 0.97 | $(verdict "$v" ">=" 0.97) |"; fi
+	echo
+	echo "Raw wrk outputs: bench/out/raw/. Answer headers of each configuration: bench/out/run/check-*.headers."
+} | tee "$REPORT"
+
+# ---------------------------------------------------------------- profiles
+if [ "${BENCH_PROFILE:-}" = 1 ]; then
+	PROF_SECS=${BENCH_PROFILE_SECONDS:-8}
+	for c in C D; do
+		log "profiling gateway under $c (${PROF_SECS}s CPU, then allocs)"
+		run_wrk "$c" "$((PROF_SECS + 3))s" "$RAW/profile-$c.txt" &
+		wp=$!
+		sleep 1
+		curl -s -o "$OUTDIR/cpu-$c.prof" "http://127.0.0.1:$ADM_GW/debug/pprof/profile?seconds=$PROF_SECS"
+		wait "$wp"
+		# allocs: the difference over a short load window (sample_index=alloc_space / alloc_objects)
+		curl -s -o "$RUN/allocs-before-$c.prof" "http://127.0.0.1:$ADM_GW/debug/pprof/allocs"
+		run_wrk "$c" 3s "$RAW/profile-allocs-$c.txt"
+		curl -s -o "$OUTDIR/allocs-$c.prof" "http://127.0.0.1:$ADM_GW/debug/pprof/allocs"
+		go tool pprof -base "$RUN/allocs-before-$c.prof" -proto "$OUTDIR/allocs-$c.prof" >"$OUTDIR/allocs-delta-$c.prof" 2>/dev/null || true
+	done
+	log "profiles: bench/out/cpu-{C,D}.prof, bench/out/allocs-delta-{C,D}.prof (go tool pprof -top -sample_index=alloc_objects ...)"
+fi

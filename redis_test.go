@@ -1,0 +1,182 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
+)
+
+// process is a `caddy run` of the built binary.
+type process struct {
+	base, admin string
+	logs        *bytes.Buffer
+}
+
+// runCaddy starts the built caddy binary on a Caddyfile whose site serves
+// the given gateway block, and stops it when the test ends.
+func runCaddy(t *testing.T, gatewayBlock string) *process {
+	t.Helper()
+	bin := caddyBinary(t)
+	dir := t.TempDir()
+	port, admin := freePort(t), freePort(t)
+	cf := fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n}\nhttp://:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", admin, port, gatewayBlock)
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(cf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	p := &process{base: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", admin), logs: new(bytes.Buffer)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	eventually(t, "caddy admin up", func() bool {
+		resp, err := http.Get(p.admin + "/gateway/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return p
+}
+
+// get sends a GET with the Host a load balancer in front of both instances
+// would pass on: cache keys include the host.
+func (p *process) get(t *testing.T, path string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", p.base+path, nil)
+	req.Host = "api.example.test"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// Two Caddy processes share one real Redis: the second instance's first GET
+// is a hit, a purge on one clears both, and killing Redis under load fails
+// no request.
+func TestTwoInstancesShareARedisTier(t *testing.T) {
+	rs := testredis.Start(t)
+	var upstreamCalls atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		upstreamCalls.Add(1)
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		echoHandler(w, r)
+	})
+	block := fmt.Sprintf(`gateway /api/* {
+		service users %s
+		cache {
+			redis %s {
+				key_prefix gwtest
+				timeout 50ms
+			}
+		}
+	}`, up.URL, rs.URL())
+	a, b := runCaddy(t, block), runCaddy(t, block)
+
+	resp, _ := a.get(t, "/api/users/shared")
+	mustContain(t, resp.Header.Get("Cache-Status"), "stored")
+	// writes to Redis are asynchronous: wait until instance a reports it
+	eventually(t, "entry written to redis", func() bool {
+		resp, err := http.Get(a.admin + "/gateway/stats")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `"writes":1`)
+	})
+	before := upstreamCalls.Load()
+	resp, _ = b.get(t, "/api/users/shared")
+	if !strings.Contains(resp.Header.Get("Cache-Status"), "hit") || upstreamCalls.Load() != before {
+		t.Fatalf("second instance: Cache-Status %q, %d upstream calls: want a Redis hit", resp.Header.Get("Cache-Status"), upstreamCalls.Load()-before)
+	}
+
+	// purge on a clears b's local tier and Redis
+	req, _ := http.NewRequest("DELETE", a.admin+"/gateway/cache?service=users", nil)
+	pr, err := http.DefaultClient.Do(req)
+	if err != nil || pr.StatusCode != 200 {
+		t.Fatalf("purge: %v %v", err, pr)
+	}
+	pr.Body.Close()
+	eventually(t, "purge reaches instance b", func() bool {
+		resp, _ := b.get(t, "/api/users/shared")
+		return !strings.Contains(resp.Header.Get("Cache-Status"), "hit")
+	})
+
+	// Redis killed and restarted under load: no failed request
+	var failed, done atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, p := range []*process{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get(p.base + fmt.Sprintf("/api/users/load/%d/%d", i, n%50))
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	waitDone := func(k int64) {
+		for n := done.Load() + k; done.Load() < n; {
+			eventually(t, "load progressing", func() bool { return done.Load() >= n })
+		}
+	}
+	waitDone(100)
+	rs.Kill()
+	waitDone(200)
+	rs.Restart()
+	eventually(t, "redis tier back up on both", func() bool {
+		for _, p := range []*process{a, b} {
+			resp, err := http.Get(p.admin + "/gateway/health")
+			if err != nil {
+				return false
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), `"up":true`) {
+				return false
+			}
+		}
+		return true
+	})
+	waitDone(100)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed while Redis was killed and restarted", failed.Load(), done.Load())
+	}
+}
