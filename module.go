@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -362,11 +363,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		g.unknown.ObserveRequest(http.StatusNotFound, 0)
 		return writeError(w, r, http.StatusNotFound, name, "unknown service", 0)
 	}
+	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK") ||
+		strings.EqualFold(r.Method, http.MethodConnect) {
+		// TRACE reflects the request as the service got it, token included;
+		// CONNECT would open a tunnel. Neither belongs to an API.
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		return writeError(w, r, http.StatusMethodNotAllowed, name, "method not allowed", 0)
+	}
 	if g.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > g.MaxBody {
 			return writeError(w, r, http.StatusRequestEntityTooLarge, name, "request body too large", 0)
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.MaxBody)
+	}
+	var body *clientBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &clientBody{ReadCloser: r.Body}
+		r.Body = body
 	}
 	setPath(r.URL, rest)
 
@@ -381,7 +394,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	var herr error
 	if err != nil {
-		herr = g.answerError(ex, r, name, err)
+		if body != nil && body.err != nil && ex.status == 0 && !errors.As(body.err, new(*http.MaxBytesError)) {
+			// the client's body broke off (short of its Content-Length, bad
+			// chunking): its fault, not the upstream's
+			herr = writeError(ex, r, http.StatusBadRequest, name, "request body incomplete", 0)
+		} else {
+			herr = g.answerError(ex, r, name, err)
+		}
 	}
 	g.record(ex, r, name, res, start, err)
 	*ex = exchange{}
@@ -466,3 +485,17 @@ var (
 	_ caddy.CleanerUpper          = (*Gateway)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
 )
+
+// clientBody remembers why reading the client's request body failed.
+type clientBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}

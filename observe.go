@@ -97,14 +97,17 @@ func (rt *route) forward(w http.ResponseWriter, r *http.Request) error {
 	m := rt.metrics
 	m.Inflight().Inc()
 	start := time.Now()
-	err := rt.svc.Forward(w, r)
-	d := time.Since(start)
-	m.Inflight().Dec()
-	m.ObserveUpstream(d)
-	if ex := findExchange(w); ex != nil {
-		ex.upstream += d
-	}
-	return err
+	// deferred: the reverse proxy aborts a response cut mid-body with
+	// panic(http.ErrAbortHandler)
+	defer func() {
+		d := time.Since(start)
+		m.Inflight().Dec()
+		m.ObserveUpstream(d)
+		if ex := findExchange(w); ex != nil {
+			ex.upstream += d
+		}
+	}()
+	return rt.svc.Forward(w, r)
 }
 
 // findExchange walks a writer's Unwrap chain to the request's exchange.

@@ -54,20 +54,27 @@ func splitRoute(prefix, escaped string) (service, rest string, err error) {
 // cleanSegment unescapes one path segment and rejects the ones that would
 // change the path's structure once decoded.
 func cleanSegment(seg string) (string, error) {
-	if strings.IndexByte(seg, '%') < 0 {
-		if seg == "." || seg == ".." || strings.IndexByte(seg, '\\') >= 0 {
+	dec := seg
+	if strings.IndexByte(seg, '%') >= 0 {
+		var err error
+		if dec, err = url.PathUnescape(seg); err != nil {
 			return "", errBadPath
 		}
-		return seg, nil
 	}
-	dec, err := url.PathUnescape(seg)
-	if err != nil {
-		return "", errBadPath
-	}
-	if dec == "." || dec == ".." || strings.ContainsAny(dec, "/\\\x00") {
+	if isDotSegment(dec) || strings.ContainsAny(dec, "/\\\x00") {
 		return "", errBadPath
 	}
 	return dec, nil
+}
+
+// isDotSegment reports "." and "..", also followed by ";params": Tomcat,
+// Jetty and Spring drop path parameters before resolving dot-segments, so
+// "..;x" climbs there.
+func isDotSegment(s string) bool {
+	if i := strings.IndexByte(s, ';'); i >= 0 {
+		s = s[:i]
+	}
+	return s == "." || s == ".."
 }
 
 // checkRest validates every segment of the path after the service name.
@@ -83,7 +90,8 @@ func checkRest(rest string) error {
 // setPath points u at the service-relative path rest (escaped form).
 func setPath(u *url.URL, rest string) {
 	if strings.IndexByte(rest, '%') < 0 {
-		u.Path, u.RawPath = rest, ""
+		// RawPath too: Go would escape sub-delims such as '!' or '*'
+		u.Path, u.RawPath = rest, rest
 		return
 	}
 	dec, _ := url.PathUnescape(rest) // validated by splitRoute

@@ -217,6 +217,10 @@ func (c *Cache) relookup(cl call) (*Entry, time.Duration) {
 // and, on 304, refreshes and serves the entry; with a stale-if-error candidate it holds back a 5xx and
 // serves the entry instead. fl (may be nil) is finished with the outcome.
 func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, error) {
+	// The reverse proxy aborts an answer cut mid-body with
+	// panic(http.ErrAbortHandler): the followers must not wait forever (a
+	// no-op when an outcome was already published).
+	defer c.fl.finish(cl.key, fl, false, nil)
 	r := cl.r
 	cand := cl.cand
 	up := r

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"io"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -74,9 +75,47 @@ func (t *gatewayTransport) withToken(req *http.Request) (*http.Response, string,
 		out.Header = make(http.Header, 1)
 	}
 	out.Header["Authorization"] = []string{"Bearer " + tok}
+	if req.Trailer != nil && req.Body != nil && req.Body != http.NoBody {
+		// Request trailers arrive with the body's end and are sent after
+		// it: the client's Authorization must not ride in them.
+		tr := make(http.Header, len(req.Trailer))
+		for k, v := range req.Trailer {
+			if !credentialField(k) {
+				tr[k] = v
+			}
+		}
+		out.Trailer = tr
+		out.Body = &trailerFilter{ReadCloser: req.Body, src: req.Trailer, dst: tr}
+	}
 	resp, err := t.HTTPTransport.RoundTrip(out)
 	if resp != nil {
 		resp.Request = req
 	}
 	return resp, tok, err
+}
+
+// credentialField: request fields that carry the client's own credential.
+func credentialField(k string) bool {
+	k = http.CanonicalHeaderKey(k)
+	return k == "Authorization" || k == "Proxy-Authorization"
+}
+
+// trailerFilter copies the request's trailers, minus credentials, into the
+// outgoing request's trailers when the body ends.
+type trailerFilter struct {
+	io.ReadCloser
+	src, dst http.Header
+}
+
+func (b *trailerFilter) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		clear(b.dst)
+		for k, v := range b.src {
+			if !credentialField(k) {
+				b.dst[k] = v
+			}
+		}
+	}
+	return n, err
 }
