@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-gateway/caddy-gateway/metrics"
 )
 
 func init() {
@@ -107,6 +109,7 @@ func displayName(g *Gateway) string {
 // time per service and in total, per gateway.
 func (adminAPI) stats(w http.ResponseWriter, _ *http.Request, gws []*Gateway) error {
 	out := map[string]any{}
+	var total metrics.ServiceStatsSnapshot
 	for _, g := range gws {
 		snap := g.obs.stats.Snapshot()
 		entry := map[string]any{"total": snap.Total, "services": snap.Services}
@@ -114,8 +117,29 @@ func (adminAPI) stats(w http.ResponseWriter, _ *http.Request, gws []*Gateway) er
 			entry["cache"] = g.cache.Stats()
 		}
 		out[displayName(g)] = entry
+		total = addStats(total, snap.Total)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
+	return writeJSON(w, http.StatusOK, map[string]any{"total": total, "gateways": out})
+}
+
+// addStats sums two gateways' totals: counts add up, the response-time
+// average is weighted by requests, the ratios are recomputed.
+func addStats(a, b metrics.ServiceStatsSnapshot) metrics.ServiceStatsSnapshot {
+	n := a.Requests + b.Requests
+	out := metrics.ServiceStatsSnapshot{
+		Requests:    n,
+		CacheHits:   a.CacheHits + b.CacheHits,
+		CacheMisses: a.CacheMisses + b.CacheMisses,
+		Errors:      a.Errors + b.Errors,
+	}
+	if n > 0 {
+		out.AvgResponseMs = (a.AvgResponseMs*float64(a.Requests) + b.AvgResponseMs*float64(b.Requests)) / float64(n)
+		out.ErrorRate = float64(out.Errors) / float64(n)
+	}
+	if lookups := out.CacheHits + out.CacheMisses; lookups > 0 {
+		out.CacheHitRatio = float64(out.CacheHits) / float64(lookups)
+	}
+	return out
 }
 
 // profile answers the latency profile (count, total, avg, min, max,

@@ -199,3 +199,40 @@ func TestSlowRequestLogsOneLineWithRequestID(t *testing.T) {
 		t.Errorf("access log has no entry with uuid %s", id)
 	}
 }
+
+func TestSeveralGatewaysAnswerPerHandlerAndInTotal(t *testing.T) {
+	up := upstreamServer(t, echoHandler)
+	in := startCaddy(t, fmt.Sprintf(`gateway /a/* {
+		name alpha
+		service users %s
+	}
+	gateway /b/* {
+		name beta
+		service users %s
+	}`, up.URL, up.URL))
+	in.get("/a/users/1")
+	in.get("/b/users/1")
+	in.get("/b/users/2")
+	_, body := in.adminDo("GET", "/gateway/stats")
+	var st struct {
+		Total    struct{ Requests int } `json:"total"`
+		Gateways map[string]struct {
+			Total struct{ Requests int } `json:"total"`
+		} `json:"gateways"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Total.Requests != 3 || st.Gateways["alpha"].Total.Requests != 1 || st.Gateways["beta"].Total.Requests != 2 {
+		t.Errorf("stats: %s", body)
+	}
+	_, body = in.adminDo("GET", "/gateway/stats?name=beta")
+	if strings.Contains(string(body), "alpha") {
+		t.Errorf("?name=beta shows alpha: %s", body)
+	}
+	resp, body := in.adminDo("GET", "/gateway/stats?name=gamma")
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown name: %d %s", resp.StatusCode, body)
+	}
+	decodeJSON(t, body)
+}

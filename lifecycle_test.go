@@ -45,12 +45,12 @@ func TestStopAndReloadLeaveNothingBehind(t *testing.T) {
 		}
 
 		// load while reloading: unchanged config (cache kept) then changed config
-		// Each request gets one retry on a connection-level error (no
-		// response at all), as Go's transport does on its own for reused
-		// connections: Caddy's listener hand-over between configs can drop
-		// a connection accepted at the instant of the swap, with stock
-		// reverse_proxy just the same (measured: ~1 per reload in-process).
-		// What the gateway answers must never be a failure.
+		// A request is retried (up to 3 times) on a connection-level error
+		// only — no response at all — as Go's transport does on its own for
+		// reused connections: Caddy's listener hand-over between configs can
+		// drop a connection accepted at the instant of the swap, with stock
+		// reverse_proxy just the same (measured: ~1 per reload in-process,
+		// more under -race). What the gateway answers must never be a failure.
 		var badStatus, lost, dropped, done atomic.Int64
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -65,14 +65,14 @@ func TestStopAndReloadLeaveNothingBehind(t *testing.T) {
 					default:
 					}
 					resp, err := in.client.Get(in.url("/api/users/load"))
-					if err != nil {
+					for try := 0; err != nil && try < 3; try++ {
 						dropped.Add(1)
 						resp, err = in.client.Get(in.url("/api/users/load"))
 					}
 					switch {
 					case err != nil:
 						lost.Add(1)
-						t.Logf("request lost twice: %v", err)
+						t.Logf("request lost 4 times: %v", err)
 					case resp.StatusCode != 200:
 						badStatus.Add(1)
 						b, _ := io.ReadAll(resp.Body)

@@ -178,7 +178,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.services = make(map[string]*upstream.Service, len(g.Services))
 	g.routes = make(map[string]*route, len(g.Services))
 	for _, sc := range g.Services {
-		svc, err := upstream.New(ctx, sc, g.logger)
+		svc, err := upstream.New(ctx, displayName(g), sc, g.logger)
 		if err != nil {
 			_ = g.Cleanup()
 			return err

@@ -47,13 +47,15 @@ func runCaddy(t *testing.T, gatewayBlock string) *process {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	eventually(t, "caddy admin up", func() bool {
-		resp, err := http.Get(p.admin + "/gateway/health")
-		if err != nil {
-			return false
+	eventually(t, "caddy admin and site up", func() bool {
+		for _, u := range []string{p.admin + "/gateway/health", p.base + "/api"} {
+			resp, err := http.Get(u)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		return true
 	})
 	return p
 }

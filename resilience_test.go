@@ -329,3 +329,47 @@ func TestMinIdleOpensWarmConnections(t *testing.T) {
 		return strings.Contains(string(body), `"open":3`) && strings.Contains(string(body), `"idle":3`)
 	})
 }
+
+// The admission limiter survives a reload: a request in flight on the old
+// config still holds its slot, so the new config does not admit more.
+func TestAdmissionLimitSurvivesReload(t *testing.T) {
+	release := make(chan struct{})
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		echoHandler(w, r)
+	})
+	block := fmt.Sprintf(`gateway /api/* {
+		service users %s {
+			max_conns 1
+		}
+	}`, up.URL)
+	in := startCaddy(t, block)
+	held := make(chan int, 1)
+	go func() {
+		resp, err := in.client.Get(in.url("/api/users/hold"))
+		if err != nil {
+			held <- -1
+			return
+		}
+		resp.Body.Close()
+		held <- resp.StatusCode
+	}()
+	eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
+	in.load(block)
+	if f, _ := poolsOf(t, in, "users"); f != 1 {
+		t.Errorf("after reload: in_flight %d, want the old request's 1", f)
+	}
+	resp, body := in.get("/api/users/other")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("second request during the held one, after reload: %d %s", resp.StatusCode, body)
+	}
+	close(release)
+	if code := <-held; code != 200 {
+		t.Errorf("held request: %d", code)
+	}
+}

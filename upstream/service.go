@@ -30,27 +30,47 @@ type Service struct {
 	// each retry (the gateway counts them in its metrics).
 	OnRetry func()
 
-	cfg       *Config
-	basePath  string // upstream base path without trailing slash, escaped
-	proxy     *reverseproxy.Handler
-	transport *reverseproxy.HTTPTransport
-	timeout   time.Duration
-	retries   int
-	backoff   pool.Backoff
-	budget    *pool.Budget
-	limiter   *pool.Limiter
-	conns     *pool.ConnCounter
-	cred      auth.Source // nil: forward the client's own Authorization
-	logger    *zap.Logger
+	cfg        *Config
+	basePath   string // upstream base path without trailing slash, escaped
+	proxy      *reverseproxy.Handler
+	transport  *reverseproxy.HTTPTransport
+	timeout    time.Duration
+	retries    int
+	backoff    pool.Backoff
+	budget     *pool.Budget
+	limiter    *pool.Limiter
+	limiterKey string
+	conns      *pool.ConnCounter
+	cred       auth.Source // nil: forward the client's own Authorization
+	logger     *zap.Logger
 
 	retried atomic.Int64
 }
 
+// limiters keeps each service's admission limiter across config reloads:
+// requests still in flight on the old config hold their slots, so the new
+// config does not admit max_conns more on top of them.
+var limiters = caddy.NewUsagePool()
+
+type sharedLimiter struct{ *pool.Limiter }
+
+func (sharedLimiter) Destruct() error { return nil }
+
 // New builds and provisions the service described by cfg. ctx is the Caddy
 // context of the config being loaded; every goroutine the service starts
-// (active health checks) ends when that context is cancelled.
-func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
+// (active health checks) ends when that context is cancelled. scope names
+// the gateway, so state kept across reloads is not shared between two
+// gateways' services of the same name.
+func New(ctx caddy.Context, scope string, cfg *Config, logger *zap.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	queueTimeout := durationOr(cfg.QueueTimeout, DefaultQueueTimeout)
+	limiterKey := fmt.Sprintf("%s/%s/%d/%d/%s", scope, cfg.Name, cfg.MaxConns, cfg.MaxPending, queueTimeout)
+	lim, _, err := limiters.LoadOrNew(limiterKey, func() (caddy.Destructor, error) {
+		return sharedLimiter{pool.NewLimiter(cfg.MaxConns, cfg.MaxPending, queueTimeout)}, nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	s := &Service{
@@ -62,11 +82,18 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 			Base: durationOr(cfg.RetryBackoffBase, DefaultRetryBase),
 			Cap:  durationOr(cfg.RetryBackoffCap, DefaultRetryCap),
 		},
-		budget:  pool.NewBudget(0.2, 10, 10*time.Second),
-		limiter: pool.NewLimiter(cfg.MaxConns, cfg.MaxPending, durationOr(cfg.QueueTimeout, DefaultQueueTimeout)),
-		conns:   new(pool.ConnCounter),
-		logger:  logger.With(zap.String("service", cfg.Name)),
+		budget:     pool.NewBudget(0.2, 10, 10*time.Second),
+		limiter:    lim.(sharedLimiter).Limiter,
+		limiterKey: limiterKey,
+		conns:      new(pool.ConnCounter),
+		logger:     logger.With(zap.String("service", cfg.Name)),
 	}
+	provisioned := false
+	defer func() {
+		if !provisioned {
+			_ = s.Cleanup() // releases what was built so far
+		}
+	}()
 
 	cred, err := newCredential(cfg, s.logger)
 	if err != nil {
@@ -143,13 +170,10 @@ func New(ctx caddy.Context, cfg *Config, logger *zap.Logger) (*Service, error) {
 	}
 
 	if err := h.Provision(ctx); err != nil {
-		_ = t.Cleanup()
-		if cred != nil {
-			cred.Close()
-		}
 		return nil, fmt.Errorf("service %q: provisioning reverse proxy: %w", cfg.Name, err)
 	}
 	s.proxy = h
+	provisioned = true
 	if cfg.MinIdle > 0 {
 		s.warmUp(ctx, cfg.Upstreams)
 	}
@@ -232,6 +256,9 @@ func (s *Service) Cleanup() error {
 	}
 	if s.cred != nil {
 		s.cred.Close()
+	}
+	if s.limiterKey != "" {
+		_, _ = limiters.Delete(s.limiterKey)
 	}
 	return errors.Join(errs...)
 }
