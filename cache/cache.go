@@ -121,6 +121,7 @@ type Cache struct {
 	rs   *ristretto.Cache[[]byte, *Entry]
 	idx  index
 	fl   flights
+	pass passKeys
 	// redis is the shared second tier, or nil.
 	redis *redisTier
 

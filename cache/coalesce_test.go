@@ -130,3 +130,41 @@ func TestCoalescingFollowerTimeout(t *testing.T) {
 	close(release)
 	<-leaderDone
 }
+
+// TestUncacheableKeySkipsCoalescing: once a key's answer was not storable,
+// concurrent requests for it go upstream in parallel (hit-for-miss): the
+// upstream here answers only when two requests are in at once, which
+// coalescing would never allow.
+func TestUncacheableKeySkipsCoalescing(t *testing.T) {
+	arrived := make(chan struct{}, 2)
+	both := make(chan struct{})
+	var n atomic.Int64
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if n.Add(1) > 1 { // the first call only teaches the cache
+			arrived <- struct{}{}
+			<-both
+		}
+		_, _ = w.Write([]byte("live"))
+	})
+	c := newTestCache(t, nil, Options{})
+	fetch := o.fetch()
+	if _, res, _ := do(t, c, fetch, "GET", "/live"); res != ResultMiss {
+		t.Fatalf("first: %v", res)
+	}
+	done := make(chan string, 2)
+	for range 2 {
+		go func() {
+			w, _, _ := do(t, c, fetch, "GET", "/live")
+			done <- w.Body.String()
+		}()
+	}
+	<-arrived
+	<-arrived // both in the upstream at once: not coalesced
+	close(both)
+	for range 2 {
+		if body := <-done; body != "live" {
+			t.Errorf("body %q", body)
+		}
+	}
+}

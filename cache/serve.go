@@ -158,7 +158,7 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter) (Result, error) {
 // leads and fetches; the others wait (bounded by their context) and then use the stored answer, or
 // fetch on their own when the answer was not storable.
 func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
-	if cl.r.Method != http.MethodGet {
+	if cl.r.Method != http.MethodGet || c.pass.known(cl.key, cl.start) {
 		return c.fetchOnce(w, cl, nil)
 	}
 	fl, leader := c.fl.join(cl.key)
@@ -249,6 +249,9 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		rec.record = d.ok
 		if !d.ok {
 			c.fl.finish(cl.key, fl, false, nil) // followers need not wait for the body
+			if r.Method == http.MethodGet {
+				c.pass.remember(cl.key, reqTime)
+			}
 		}
 		rec.onAbandon = func() { c.fl.finish(cl.key, fl, false, nil) }
 		var b strings.Builder
@@ -306,6 +309,9 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	stored := false
 	if err == nil && rec.complete() {
 		stored = c.storeResponse(r, c.newEntry(cl, rec, reqTime, respTime))
+	}
+	if stored {
+		c.pass.forget(cl.key)
 	}
 	c.fl.finish(cl.key, fl, stored, nil)
 	c.misses.Add(1)
