@@ -185,7 +185,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		}
 		sm := collectors.Service(sc.Name)
 		svc.OnRetry = sm.Retried
-		rt := &route{svc: svc, metrics: sm, stats: g.obs.stats.Service(sc.Name), latency: g.obs.profiler.Series(sc.Name)}
+		rt := &route{svc: svc, metrics: sm, stats: g.obs.stats.Service(sc.Name)}
 		rt.fetch = rt.forward
 		rt.profiler = g.obs.profiler
 		g.services[sc.Name] = svc

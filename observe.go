@@ -35,7 +35,7 @@ type route struct {
 	svc     *upstream.Service
 	metrics *metrics.ServiceMetrics
 	stats   *metrics.ServiceStats
-	latency *metrics.Series // all requests of the service
+	latency atomic.Pointer[metrics.Series] // all requests of the service, created on first use
 	// byResult holds the per-cache-result series, indexed by cache.Result,
 	// created on first use: most services see only a few results, and a
 	// sketch costs kilobytes (10,000 services × 6 results added up).
@@ -49,10 +49,20 @@ type route struct {
 // resultCount bounds cache.Result values kept apart by the profiler.
 const resultCount = 8
 
+// latencySeries returns the profiler series of all the service's requests.
+func (rt *route) latencySeries() *metrics.Series {
+	if s := rt.latency.Load(); s != nil {
+		return s
+	}
+	s := rt.profiler.Series(rt.svc.Name)
+	rt.latency.Store(s)
+	return s
+}
+
 // resultSeries returns the profiler series of one cache result.
 func (rt *route) resultSeries(res cache.Result) *metrics.Series {
 	if int(res) >= resultCount {
-		return rt.latency
+		return rt.latencySeries()
 	}
 	if s := rt.byResult[res].Load(); s != nil {
 		return s
@@ -163,7 +173,7 @@ func (g *Gateway) record(ex *exchange, r *http.Request, name string, res cache.R
 	}
 	rt := ex.rt
 	rt.metrics.ObserveRequest(status, d)
-	rt.latency.RecordAt(end, d)
+	rt.latencySeries().RecordAt(end, d)
 	rt.stats.ObserveRequest(d, status >= 500)
 	if g.cache != nil {
 		rt.metrics.ObserveCache(metricsResult(res))

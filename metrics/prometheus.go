@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -217,23 +218,25 @@ func (c *Collectors) Service(name string) *ServiceMetrics {
 		return s
 	}
 	s := &ServiceMetrics{
-		name:             name,
-		requestDuration:  c.requestDuration.WithLabelValues(name),
-		upstreamDuration: c.upstreamDuration.WithLabelValues(name),
-		inflight:         c.inflight.WithLabelValues(name),
-		queued:           c.queued.WithLabelValues(name),
-		queueRejections:  c.queueRejections.WithLabelValues(name),
-		retries:          c.retries.WithLabelValues(name),
-		upstreamHealthy:  c.upstreamHealthy.MustCurryWith(prometheus.Labels{"service": name}),
+		name:            name,
+		requestDuration: c.requestDuration.WithLabelValues(name),
+		inflight:        c.inflight.WithLabelValues(name),
+		queued:          c.queued.WithLabelValues(name),
+		upstreamHealthy: c.upstreamHealthy.MustCurryWith(prometheus.Labels{"service": name}),
+		upstreamDuration: lazy[prometheus.Observer]{make: func() prometheus.Observer {
+			return c.upstreamDuration.WithLabelValues(name)
+		}},
+		queueRejections: lazy[prometheus.Counter]{make: func() prometheus.Counter { return c.queueRejections.WithLabelValues(name) }},
+		retries:         lazy[prometheus.Counter]{make: func() prometheus.Counter { return c.retries.WithLabelValues(name) }},
 	}
 	for i, class := range statusClasses {
-		s.requests[i] = c.requests.WithLabelValues(name, class)
+		s.requests[i].make = func() prometheus.Counter { return c.requests.WithLabelValues(name, class) }
 	}
 	for i, r := range cacheResultNames {
-		s.cache[i] = c.cacheRequests.WithLabelValues(name, r)
+		s.cache[i].make = func() prometheus.Counter { return c.cacheRequests.WithLabelValues(name, r) }
 	}
 	for i, k := range errorKindNames {
-		s.errors[i] = c.errors.WithLabelValues(name, k)
+		s.errors[i].make = func() prometheus.Counter { return c.errors.WithLabelValues(name, k) }
 	}
 	c.services[name] = s
 	return s
@@ -258,20 +261,40 @@ func (c *Collectors) SetCacheSize(id string, fn CacheSizeFunc) (remove func()) {
 	return c.cacheSize.set(id, fn)
 }
 
-// ServiceMetrics are one service's pre-resolved metric children. All methods
-// are safe for concurrent use and do not allocate.
+// ServiceMetrics are one service's metric children. The request-duration
+// histogram and the gauges are resolved up front; the children only some
+// traffic reaches (a status class, a cache result, an error kind) are
+// resolved on first use: with thousands of services, eager children were
+// most of the gateway's heap and of every scrape. All methods are safe for
+// concurrent use and, once a child exists, do not allocate.
 type ServiceMetrics struct {
 	name             string
-	requests         [len(statusClasses)]prometheus.Counter
+	requests         [len(statusClasses)]lazy[prometheus.Counter]
 	requestDuration  prometheus.Observer
-	upstreamDuration prometheus.Observer
-	cache            [numCacheResults]prometheus.Counter
+	upstreamDuration lazy[prometheus.Observer]
+	cache            [numCacheResults]lazy[prometheus.Counter]
 	inflight         prometheus.Gauge
 	queued           prometheus.Gauge
-	queueRejections  prometheus.Counter
-	retries          prometheus.Counter
-	errors           [numErrorKinds]prometheus.Counter
+	queueRejections  lazy[prometheus.Counter]
+	retries          lazy[prometheus.Counter]
+	errors           [numErrorKinds]lazy[prometheus.Counter]
 	upstreamHealthy  *prometheus.GaugeVec
+}
+
+// lazy is a metric child resolved on first use. Two first uses at once may
+// both resolve it; the vector returns the same child to both.
+type lazy[T any] struct {
+	make func() T
+	p    atomic.Pointer[T]
+}
+
+func (l *lazy[T]) get() T {
+	if p := l.p.Load(); p != nil {
+		return *p
+	}
+	v := l.make()
+	l.p.Store(&v)
+	return v
 }
 
 // Name returns the service label value of these handles.
@@ -280,27 +303,27 @@ func (s *ServiceMetrics) Name() string { return s.name }
 // ObserveRequest records one answered request: its status class and its
 // total duration as the client saw it (cache hits included).
 func (s *ServiceMetrics) ObserveRequest(code int, d time.Duration) {
-	s.requests[statusClassIndex(code)].Inc()
+	s.requests[statusClassIndex(code)].get().Inc()
 	s.requestDuration.Observe(d.Seconds())
 }
 
 // ObserveUpstream records the duration of the upstream part of a request
 // (all attempts), which tells slow upstreams apart from a slow gateway.
 func (s *ServiceMetrics) ObserveUpstream(d time.Duration) {
-	s.upstreamDuration.Observe(d.Seconds())
+	s.upstreamDuration.get().Observe(d.Seconds())
 }
 
 // ObserveCache counts one cache lookup outcome; invalid values are ignored.
 func (s *ServiceMetrics) ObserveCache(r CacheResult) {
 	if r < numCacheResults {
-		s.cache[r].Inc()
+		s.cache[r].get().Inc()
 	}
 }
 
 // ObserveError counts one failed request by kind; invalid values are ignored.
 func (s *ServiceMetrics) ObserveError(k ErrorKind) {
 	if k < numErrorKinds {
-		s.errors[k].Inc()
+		s.errors[k].get().Inc()
 	}
 }
 
@@ -313,10 +336,10 @@ func (s *ServiceMetrics) Queued() prometheus.Gauge { return s.queued }
 
 // QueueRejected counts a request turned away because the queue was full or
 // its wait exceeded queue_timeout.
-func (s *ServiceMetrics) QueueRejected() { s.queueRejections.Inc() }
+func (s *ServiceMetrics) QueueRejected() { s.queueRejections.get().Inc() }
 
 // Retried counts one upstream attempt beyond the first.
-func (s *ServiceMetrics) Retried() { s.retries.Inc() }
+func (s *ServiceMetrics) Retried() { s.retries.get().Inc() }
 
 // SetUpstreamHealthy sets caddy_gateway_upstream_healthy for one target
 // (its dial address, never a URL with credentials). Health changes are rare,
