@@ -417,6 +417,12 @@ func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, service st
 	var ue *upstream.Error
 	if !errors.As(err, &ue) {
 		ue = &upstream.Error{Status: http.StatusBadGateway, Service: service, Message: "upstream unavailable", Err: err}
+		switch {
+		case r.Context().Err() != nil: // e.g. gone while waiting on a coalesced fetch
+			ue.Status, ue.Message = upstream.StatusClientClosedRequest, "client closed request"
+		case errors.Is(err, context.DeadlineExceeded):
+			ue.Status, ue.Message = http.StatusGatewayTimeout, "upstream timeout"
+		}
 	}
 	if ue.Status == upstream.StatusClientClosedRequest {
 		// nobody is listening; let Caddy's access log record the status

@@ -92,7 +92,6 @@ func metricsResult(r cache.Result) metrics.CacheResult {
 type exchange struct {
 	w        http.ResponseWriter
 	status   int
-	written  int64
 	rt       *route
 	upstream time.Duration
 }
@@ -150,9 +149,7 @@ func (ex *exchange) Write(p []byte) (int, error) {
 	if ex.status == 0 {
 		ex.status = http.StatusOK
 	}
-	n, err := ex.w.Write(p)
-	ex.written += int64(n)
-	return n, err
+	return ex.w.Write(p)
 }
 
 // Flush lets streamed answers (event streams) reach the client at once.

@@ -89,9 +89,6 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// Retries is how many retries this service has made since it was provisioned.
-func (s *Service) Retries() int64 { return s.retried.Load() }
-
 // replayableBody buffers a request body small enough to be sent again when
 // the request may be retried; a larger or unknown-length body that exceeds
 // the limit is streamed as it is and the request is not retried.

@@ -263,10 +263,6 @@ func (s *Service) Cleanup() error {
 	return errors.Join(errs...)
 }
 
-// Timeout is the budget of one upstream exchange; callers waiting on
-// another request's answer (cache coalescing) use it too.
-func (s *Service) Timeout() time.Duration { return s.timeout }
-
 // Credential reports the state of the service's credential for the admin
 // API (kind, ok/refreshing/failing, expiry), or nil when the service
 // forwards the client's own Authorization. Never the token itself.
