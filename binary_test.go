@@ -48,6 +48,54 @@ func caddyBinary(t *testing.T) string {
 	return binaryPath
 }
 
+// process is a `caddy run` of the built binary.
+type process struct {
+	base, admin string
+	logs        *bytes.Buffer
+	cmd         *exec.Cmd
+	exited      chan struct{} // closed when the process ended
+	waitErr     error         // its exit status, once exited is closed
+}
+
+// runCaddy starts the built caddy binary on a Caddyfile made of the global
+// options given and one site serving the gateway block, waits until both
+// the admin endpoint and the site answer, and kills it when the test ends.
+func runCaddy(t *testing.T, globals, gatewayBlock string) *process {
+	t.Helper()
+	bin := caddyBinary(t)
+	dir := t.TempDir()
+	port, admin := freePort(t), freePort(t)
+	cf := fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n\t%s\n}\nhttp://:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", admin, globals, port, gatewayBlock)
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(cf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	p := &process{base: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", admin),
+		logs: new(bytes.Buffer), cmd: cmd, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.waitErr = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+	})
+	eventually(t, "caddy admin and site up", func() bool {
+		for _, u := range []string{p.admin + "/gateway/health", p.base + "/api"} {
+			resp, err := http.Get(u)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+		}
+		return true
+	})
+	return p
+}
+
 func TestCaddyValidateNamesFileAndLine(t *testing.T) {
 	bin := caddyBinary(t)
 	dir := t.TempDir()
@@ -76,7 +124,6 @@ func TestCaddyValidateNamesFileAndLine(t *testing.T) {
 // On SIGINT, a request in flight still gets its whole answer (within the
 // grace period) and the process exits cleanly.
 func TestSIGINTDrainsInFlightRequests(t *testing.T) {
-	bin := caddyBinary(t)
 	started := make(chan struct{})
 	release := make(chan struct{})
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -86,47 +133,11 @@ func TestSIGINTDrainsInFlightRequests(t *testing.T) {
 		}
 		echoHandler(w, r)
 	})
-	dir := t.TempDir()
-	port, admin := freePort(t), freePort(t)
-	cf := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	grace_period 10s
-}
-http://127.0.0.1:%d {
-	gateway /api/* {
+	p := runCaddy(t, "grace_period 10s", fmt.Sprintf(`gateway /api/* {
 		service users %s
 		cache
-	}
-}
-`, admin, port, up.URL)
-	file := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(file, []byte(cf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	eventually(t, "caddy listening", func() bool {
-		resp, err := http.Get(base + "/api/users/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	}`, up.URL))
+	base := p.base
 
 	type result struct {
 		status int
@@ -145,7 +156,7 @@ http://127.0.0.1:%d {
 		done <- result{resp.StatusCode, string(b), err}
 	}()
 	<-started
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	// the server stops accepting while the slow request is still in flight
@@ -159,17 +170,17 @@ http://127.0.0.1:%d {
 	close(release)
 	r := <-done
 	if r.err != nil || r.status != 200 || !strings.Contains(r.body, `"path":"/slow"`) {
-		t.Fatalf("in-flight request: %d %q %v\n%s", r.status, r.body, r.err, logs.String())
+		t.Fatalf("in-flight request: %d %q %v\n%s", r.status, r.body, r.err, p.logs.String())
 	}
 	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("caddy exited with %v\n%s", waitErr, logs.String())
+	case <-p.exited:
+		if p.waitErr != nil {
+			t.Errorf("caddy exited with %v\n%s", p.waitErr, p.logs.String())
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("caddy did not exit after SIGINT\n%s", logs.String())
+		t.Fatalf("caddy did not exit after SIGINT\n%s", p.logs.String())
 	}
-	if strings.Contains(logs.String(), "panic") {
-		t.Errorf("panic in logs:\n%s", logs.String())
+	if strings.Contains(p.logs.String(), "panic") {
+		t.Errorf("panic in logs:\n%s", p.logs.String())
 	}
 }

@@ -1,13 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,50 +11,6 @@ import (
 
 	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
 )
-
-// process is a `caddy run` of the built binary.
-type process struct {
-	base, admin string
-	logs        *bytes.Buffer
-}
-
-// runCaddy starts the built caddy binary on a Caddyfile whose site serves
-// the given gateway block, and stops it when the test ends.
-func runCaddy(t *testing.T, gatewayBlock string) *process {
-	t.Helper()
-	bin := caddyBinary(t)
-	dir := t.TempDir()
-	port, admin := freePort(t), freePort(t)
-	cf := fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n}\nhttp://:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", admin, port, gatewayBlock)
-	file := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(file, []byte(cf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	p := &process{base: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", admin), logs: new(bytes.Buffer)}
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	eventually(t, "caddy admin and site up", func() bool {
-		for _, u := range []string{p.admin + "/gateway/health", p.base + "/api"} {
-			resp, err := http.Get(u)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-		}
-		return true
-	})
-	return p
-}
 
 // get sends a GET with the Host a load balancer in front of both instances
 // would pass on: cache keys include the host.
@@ -95,7 +47,7 @@ func TestTwoInstancesShareARedisTier(t *testing.T) {
 			}
 		}
 	}`, up.URL, rs.URL())
-	a, b := runCaddy(t, block), runCaddy(t, block)
+	a, b := runCaddy(t, "", block), runCaddy(t, "", block)
 
 	resp, _ := a.get(t, "/api/users/shared")
 	mustContain(t, resp.Header.Get("Cache-Status"), "stored")
