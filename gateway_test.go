@@ -272,7 +272,9 @@ func TestTokenReplacesClientAuthorizationForItsServiceOnly(t *testing.T) {
 				t.Errorf("%s: token leaked in response header %s", tt.path, k)
 			}
 		}
-		_ = body
+		if strings.Contains(string(body), "secret-token") && tt.path == "/api/open/1" {
+			t.Errorf("%s: another service's token in the body", tt.path)
+		}
 	}
 	// without a client credential the token is still sent
 	in.get("/api/users/2")
@@ -293,10 +295,6 @@ func TestTokenReplacesClientAuthorizationForItsServiceOnly(t *testing.T) {
 	}
 	if strings.Contains(logs, "secret-token") {
 		t.Errorf("a token reached the logs:\n%s", logs)
-	}
-	// the client's own credential reached only the tokenless service
-	if strings.Count(logs, "client-own-credential") == 0 {
-		t.Log("access log redacts nothing here (log_credentials is on) — fine, the check above is what matters")
 	}
 }
 
