@@ -30,7 +30,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(Gateway{})
+	caddy.RegisterModule(new(Gateway))
 }
 
 // DefaultPrefix is the path prefix below which services are routed when
@@ -136,8 +136,11 @@ type RedisConfig struct {
 	KeyPrefix string `json:"key_prefix,omitempty"`
 }
 
-// CaddyModule returns the Caddy module information.
-func (Gateway) CaddyModule() caddy.ModuleInfo {
+// CaddyModule returns the Caddy module information. Its receiver is a
+// pointer: Caddy's events app calls it on the live module (e.g. when a
+// health check of one of our services emits an event) while Provision may
+// still be writing fields, and a value receiver would copy the struct.
+func (*Gateway) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.gateway",
 		New: func() caddy.Module { return new(Gateway) },
