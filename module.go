@@ -84,7 +84,7 @@ type Gateway struct {
 	obsKey   string
 	memory   *metrics.MemoryMonitor
 	slow     time.Duration
-	dropSize func()
+	drops    []func() // unregister scrape-time metric sources
 
 	gaugeStop, gaugeDone chan struct{}
 	cache                *cache.Cache
@@ -163,6 +163,8 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	}
 
 	g.slow = time.Duration(g.SlowRequest)
+	g.seq = handlerSeq.Add(1)
+	g.id = strconv.FormatUint(g.seq, 10)
 
 	collectors, err := metrics.NewCollectors(ctx.GetMetricsRegistry())
 	if err != nil {
@@ -191,6 +193,12 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		rt := &route{svc: svc, metrics: sm, stats: g.obs.stats.Service(sc.Name)}
 		rt.fetch = rt.forward
 		rt.profiler = g.obs.profiler
+		if svc.Credential() != nil {
+			g.drops = append(g.drops, collectors.SetCredential(g.id+"/"+sc.Name, sc.Name, func() (int64, int64) {
+				st := svc.Credential()
+				return st.Fetches, st.Failures
+			}))
+		}
 		g.services[sc.Name] = svc
 		g.routes[sc.Name] = rt
 		g.order = append(g.order, svc)
@@ -202,10 +210,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			return err
 		}
 		c := g.cache
-		g.dropSize = collectors.SetCacheSize(g.cacheKey, func() (int64, int64) {
+		g.drops = append(g.drops, collectors.SetCacheSize(g.cacheKey, func() (int64, int64) {
 			st := c.Stats()
 			return st.Bytes, int64(st.Entries)
-		})
+		}))
 	}
 
 	threshold := g.MemoryLeakThreshold
@@ -217,8 +225,6 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.memory.Start(ctx)
 	g.startGauges(collectors.BackgroundPanic)
 
-	g.seq = handlerSeq.Add(1)
-	g.id = strconv.FormatUint(g.seq, 10)
 	_, _ = handlers.LoadOrStore(g.id, g)
 	return nil
 }
@@ -324,7 +330,7 @@ func (g *Gateway) Validate() error {
 // Cleanup stops everything Provision started. The cache stays alive while
 // another config (the one replacing this one) still uses it.
 func (g *Gateway) Cleanup() error {
-	if g.id != "" {
+	if _, ok := handlers.References(g.id); ok {
 		_, _ = handlers.Delete(g.id)
 	}
 	var errs []error
@@ -332,8 +338,8 @@ func (g *Gateway) Cleanup() error {
 	if g.memory != nil {
 		g.memory.Stop()
 	}
-	if g.dropSize != nil {
-		g.dropSize()
+	for _, drop := range g.drops {
+		drop()
 	}
 	if g.obsKey != "" && g.obs != nil {
 		_, _ = observerPool.Delete(g.obsKey)

@@ -136,8 +136,7 @@ func TestOAuth2ClientCredentials(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("endpoint down, token invalidated: status %d: %s", resp.StatusCode, body)
 	}
-	m := decodeJSON(t, body)
-	if m["service"] != "billing" || m["error"] != "token endpoint unavailable" {
+	if m := decodeJSON(t, body); m["service"] != "billing" || m["error"] != "token endpoint unavailable" {
 		t.Errorf("body %s", body)
 	}
 	if seenClientCred.Load() {
@@ -153,6 +152,13 @@ func TestOAuth2ClientCredentials(t *testing.T) {
 		resp, _ := in.get("/api/billing/invoices")
 		return resp.StatusCode == 200
 	})
+
+	// metrics count fetches and failures
+	m := scrape(t, in)
+	if m[`caddy_gateway_credential_fetches_total{service="billing"}`] < 3 || m[`caddy_gateway_credential_failures_total{service="billing"}`] < 1 {
+		t.Errorf("credential metrics: fetches %v, failures %v", m[`caddy_gateway_credential_fetches_total{service="billing"}`],
+			m[`caddy_gateway_credential_failures_total{service="billing"}`])
+	}
 
 	// health shows the credential state, never a secret or token
 	_, hb := in.adminDo("GET", "/gateway/health")
