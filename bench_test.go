@@ -8,9 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-gateway/caddy-gateway/cache"
 )
 
 // Handler-level benchmarks (issue #8). The gateway is provisioned by a real
@@ -307,3 +310,39 @@ func benchmarkRoute(b *testing.B, n int) {
 
 func BenchmarkRoute10(b *testing.B)    { benchmarkRoute(b, 10) }
 func BenchmarkRoute10000(b *testing.B) { benchmarkRoute(b, 10000) }
+
+// BenchmarkGatewayRecord is what observing one request costs on its own
+// (Prometheus counters and histogram, stats with EWMA, the DDSketch
+// profiler's lifetime and window series): the handler's hit path with and
+// without it differs by exactly this. Compare with BenchmarkGatewayHit:
+// go test -run '^$' -bench 'GatewayHit$|GatewayRecord' -benchmem .
+func BenchmarkGatewayRecord(b *testing.B) {
+	f := startGatewayFixture(b, 10)
+	f.hitLoop(b) // creates the lazily made series as a hit would
+	w := &benchWriter{h: make(http.Header, 16)}
+	r := f.request("/api/bench/cacheable/item", w)
+	ex := &exchange{w: w, rt: f.gw.routes["bench"], status: http.StatusOK}
+	start := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		f.gw.record(ex, r, "bench", cache.ResultHit, start, nil)
+	}
+}
+
+// TestRecordingAllocatesNothing: observing a request (metrics, stats,
+// profiler) adds no allocation to the hit path.
+func TestRecordingAllocatesNothing(t *testing.T) {
+	if raceEnabled() {
+		t.Skip("the race detector's sync.Pool drops make allocation counts meaningless")
+	}
+	f := startGatewayFixture(t, 10)
+	f.hitLoop(t)
+	w := &benchWriter{h: make(http.Header, 16)}
+	r := f.request("/api/bench/cacheable/item", w)
+	ex := &exchange{w: w, rt: f.gw.routes["bench"], status: http.StatusOK}
+	start := time.Now()
+	if n := testing.AllocsPerRun(1000, func() { f.gw.record(ex, r, "bench", cache.ResultHit, start, nil) }); n != 0 {
+		t.Errorf("recording one request allocates %.1f times", n)
+	}
+}
