@@ -373,3 +373,77 @@ func TestAdmissionLimitSurvivesReload(t *testing.T) {
 		t.Errorf("held request: %d", code)
 	}
 }
+
+// After the cool-down an open circuit lets exactly one probe through: a
+// failing probe opens it again, a good one closes it.
+func TestBreakerHalfOpenSendsOneProbe(t *testing.T) {
+	var sick atomic.Bool
+	sick.Store(true)
+	var badHits atomic.Int64
+	good := upstreamServer(t, echoHandler)
+	bad := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		badHits.Add(1)
+		if sick.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		echoHandler(w, r)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service users %s %s {
+			lb round_robin
+			breaker 2 300ms
+		}
+	}`, good.URL, bad.URL))
+	badAddr := strings.TrimPrefix(bad.URL, "http://")
+	breakerState := func() string {
+		_, body := in.adminDo("GET", "/gateway/health")
+		var h struct {
+			Gateways map[string]struct {
+				Services map[string]struct {
+					Targets []struct {
+						Address, Breaker string
+					} `json:"targets"`
+				} `json:"services"`
+			} `json:"gateways"`
+		}
+		if err := json.Unmarshal(body, &h); err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range h.Gateways["gateway"].Services["users"].Targets {
+			if tg.Address == badAddr {
+				return tg.Breaker
+			}
+		}
+		return ""
+	}
+	for range 10 {
+		in.get("/api/users/x")
+	}
+	if n := badHits.Load(); n != 2 || breakerState() != "open" {
+		t.Fatalf("after 2 failures: %d hits, breaker %q", n, breakerState())
+	}
+	eventually(t, "half-open after the cool-down", func() bool { return breakerState() == "half-open" })
+	for range 10 { // one of these is the probe; it fails
+		in.get("/api/users/x")
+	}
+	if n := badHits.Load(); n != 3 {
+		t.Errorf("half-open let %d requests through, want exactly 1 probe", n-2)
+	}
+	if s := breakerState(); s != "open" {
+		t.Errorf("after a failed probe: breaker %q, want open", s)
+	}
+	sick.Store(false)
+	eventually(t, "half-open again", func() bool { return breakerState() == "half-open" })
+	in.get("/api/users/x") // the probe goes first to the half-open target, and succeeds
+	if s := breakerState(); s != "closed" {
+		t.Fatalf("after a good probe: breaker %q, want closed", s)
+	}
+	before := badHits.Load()
+	for range 10 {
+		in.get("/api/users/x")
+	}
+	if n := badHits.Load() - before; n < 4 {
+		t.Errorf("closed target got %d of 10 round-robin requests", n)
+	}
+}

@@ -90,8 +90,8 @@ type Config struct {
 	MinIdle int `json:"min_idle,omitempty"`
 
 	// Breaker opens the circuit to one upstream after consecutive failures:
-	// it takes no requests for the cool-down, then gets traffic again.
-	// Built on Caddy's passive health checks.
+	// it takes no requests for the cool-down, then one probe request
+	// (half-open) closes it again on success or reopens it on failure.
 	Breaker *BreakerConfig `json:"breaker,omitempty"`
 
 	// QueueTimeout is how long a request may wait in the queue before it is
@@ -131,13 +131,13 @@ type OAuth2Config struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
-// BreakerConfig is the passive-health circuit breaker of a service.
+// BreakerConfig is the per-upstream circuit breaker of a service.
 type BreakerConfig struct {
-	// Failures is how many failed requests (connection errors or 5xx
-	// answers) within the cool-down open the circuit to an upstream.
+	// Failures is how many consecutive failed exchanges (connection errors,
+	// 500/502/503/504 answers) open the circuit to an upstream.
 	Failures int `json:"failures"`
-	// Cooldown is how long a failure counts against the upstream, and so
-	// how long an open circuit stays open. Default 10s.
+	// Cooldown is how long an open circuit stays open before its one
+	// half-open probe. Default 10s.
 	Cooldown caddy.Duration `json:"cooldown,omitempty"`
 }
 

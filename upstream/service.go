@@ -41,7 +41,8 @@ type Service struct {
 	limiter    *pool.Limiter
 	limiterKey string
 	conns      *pool.ConnCounter
-	cred       auth.Source // nil: forward the client's own Authorization
+	cred       auth.Source         // nil: forward the client's own Authorization
+	breakers   map[string]*breaker // by dial address; nil without a breaker
 	logger     *zap.Logger
 
 	retried atomic.Int64
@@ -159,18 +160,18 @@ func New(ctx caddy.Context, scope string, cfg *Config, logger *zap.Logger) (*Ser
 	}
 
 	if b := cfg.Breaker; b != nil {
-		if h.HealthChecks == nil {
-			h.HealthChecks = new(reverseproxy.HealthChecks)
+		s.breakers = make(map[string]*breaker, len(h.Upstreams))
+		for _, u := range h.Upstreams {
+			s.breakers[u.Dial] = &breaker{threshold: int64(b.Failures), cooldown: durationOr(b.Cooldown, 10*time.Second)}
 		}
-		h.HealthChecks.Passive = &reverseproxy.PassiveHealthChecks{
-			MaxFails:        b.Failures,
-			FailDuration:    caddy.Duration(durationOr(b.Cooldown, 10*time.Second)),
-			UnhealthyStatus: []int{500, 502, 503, 504},
-		}
+		tt.record = s.recordOutcome
 	}
 
 	if err := h.Provision(ctx); err != nil {
 		return nil, fmt.Errorf("service %q: provisioning reverse proxy: %w", cfg.Name, err)
+	}
+	if s.breakers != nil {
+		h.LoadBalancing.SelectionPolicy = &breakerSelector{inner: h.LoadBalancing.SelectionPolicy, breakers: s.breakers}
 	}
 	s.proxy = h
 	provisioned = true
@@ -340,10 +341,12 @@ func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 var nopNext = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 
 // Healthy reports whether at least one upstream of the service can take a
-// request (healthy by active and passive checks, under its own limits).
+// request (healthy by active and passive checks, under its own limits, its
+// circuit not open).
 func (s *Service) Healthy() bool {
+	now := time.Now()
 	for _, u := range s.proxy.Upstreams {
-		if u.Available() {
+		if u.Available() && (s.breakers == nil || s.breakers[u.Dial].available(now)) {
 			return true
 		}
 	}
@@ -353,15 +356,24 @@ func (s *Service) Healthy() bool {
 // Targets reports each upstream's state for the admin API. Only the dial
 // address is shown: never a token or header.
 func (s *Service) Targets() []TargetState {
+	now := time.Now()
 	out := make([]TargetState, 0, len(s.proxy.Upstreams))
 	for _, u := range s.proxy.Upstreams {
-		out = append(out, TargetState{
+		ts := TargetState{
 			Address:     u.String(),
 			Healthy:     u.Healthy(),
 			Available:   u.Available(),
 			NumRequests: u.Host.NumRequests(),
 			Fails:       u.Host.Fails(),
-		})
+		}
+		if b := s.breakers[u.Dial]; b != nil {
+			ts.Breaker = b.state(now)
+			ts.Available = ts.Available && b.available(now)
+			b.mu.Lock()
+			ts.LastError = b.lastError
+			b.mu.Unlock()
+		}
+		out = append(out, ts)
 	}
 	return out
 }
@@ -381,6 +393,10 @@ type TargetState struct {
 	Available   bool   `json:"available"`
 	NumRequests int    `json:"num_requests"`
 	Fails       int    `json:"fails"`
+	// Breaker is the circuit state (closed, open, half-open) when the
+	// service has a breaker; LastError its last failure (no addresses).
+	Breaker   string `json:"breaker,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // PoolStats is a service's admission and connection state for the admin API.

@@ -23,12 +23,25 @@ type gatewayTransport struct {
 	*reverseproxy.HTTPTransport
 	cred    auth.Source // nil: forward the client's Authorization
 	setHost bool        // send the upstream's own host:port as Host
+	// record, when set, books each exchange's outcome per target (the
+	// service's circuit breakers).
+	record func(host string, resp *http.Response, err error)
 }
 
-// RoundTrip implements http.RoundTripper. With a credential, an upstream
-// 401 invalidates the token and a request without a body is sent once more
-// with a fresh one — once, never in a loop.
+// RoundTrip implements http.RoundTripper.
 func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	host := req.URL.Host
+	resp, err := t.roundTrip(req)
+	if t.record != nil {
+		t.record(host, resp, err)
+	}
+	return resp, err
+}
+
+// roundTrip sends req. With a credential, an upstream 401 invalidates the
+// token and a request without a body is sent once more with a fresh one —
+// once, never in a loop.
+func (t *gatewayTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	if t.setHost {
 		req.Host = req.URL.Host
 	}
