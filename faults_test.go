@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -408,4 +411,69 @@ func TestFaultClientDisconnectCancelsUpstream(t *testing.T) {
 		})
 	}
 	noPanic(t, in)
+}
+
+// A slow client reading a large answer: the gateway streams it (memory
+// does not grow with the answer, the cache stops recording past
+// max_item_size) and nothing it started outlives the response.
+func TestFaultSlowClientLargeResponse(t *testing.T) {
+	const size = 32 << 20
+	chunk := bytes.Repeat([]byte("z"), 64<<10)
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60") // storable but for its size
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service big %s
+		cache {
+			max_item_size 1MiB
+		}
+	}`, up.URL))
+	in.get("/api/big/warmup") // first connections, pools and series exist before the baseline
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/big/file HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 16<<10), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16<<10)
+	var got, peak uint64
+	for i := 0; ; i++ {
+		n, err := resp.Body.Read(buf)
+		got += uint64(n)
+		if i%64 == 0 {
+			time.Sleep(5 * time.Millisecond) // the behaviour under test: a client slower than the upstream
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if got != size {
+		t.Fatalf("client read %d bytes, want %d", got, size)
+	}
+	if grown := int64(peak) - int64(before.HeapInuse); grown > 12<<20 {
+		t.Errorf("heap grew by %d MiB while streaming a %d MiB answer", grown>>20, size>>20)
+	}
+	eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= goroutines })
+	waitPoolsIdle(t, in, "big")
+	if resp, _ := in.get("/api/big/file"); strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
+		t.Error("an answer over max_item_size was served from the cache")
+	}
 }
