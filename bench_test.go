@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/internal/routing"
 )
 
 // Handler-level benchmarks (issue #8). The gateway is provisioned by a real
@@ -296,7 +297,7 @@ func benchmarkRoute(b *testing.B, n int) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		name, _, err := splitRoute("/api", paths[i%len(paths)])
+		name, _, err := routing.Split("/api", paths[i%len(paths)])
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/internal/routing"
 	"github.com/caddy-gateway/caddy-gateway/metrics"
 	"github.com/caddy-gateway/caddy-gateway/pool"
 	"github.com/caddy-gateway/caddy-gateway/upstream"
@@ -358,11 +359,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if g.HealthPath != "" && r.URL.Path == g.HealthPath {
 		return g.serveHealth(w, r)
 	}
-	name, rest, err := splitRoute(g.prefix, r.URL.EscapedPath())
+	name, rest, err := routing.Split(g.prefix, r.URL.EscapedPath())
 	switch {
-	case errors.Is(err, errNotOurs):
+	case errors.Is(err, routing.ErrNotOurs):
 		return next.ServeHTTP(w, r)
-	case errors.Is(err, errNoService):
+	case errors.Is(err, routing.ErrNoService):
 		return writeError(w, r, http.StatusNotFound, "", "no service in path: use "+g.prefix+"/{service}/...", 0)
 	case err != nil:
 		return writeError(w, r, http.StatusBadRequest, name, "invalid path: dot-segments and encoded separators are not allowed", 0)
@@ -390,7 +391,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		body = &clientBody{ReadCloser: r.Body}
 		r.Body = body
 	}
-	setPath(r.URL, rest)
+	routing.SetPath(r.URL, rest)
 
 	start := time.Now()
 	ex := exchanges.Get().(*exchange)

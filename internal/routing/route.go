@@ -1,4 +1,6 @@
-package gateway
+// Package routing splits a gateway request path into its service and the
+// path below it, rejecting what could escape the service.
+package routing
 
 import (
 	"errors"
@@ -8,31 +10,31 @@ import (
 
 // Routing errors; each becomes a JSON 4xx answer.
 var (
-	// errNoService: the path is the prefix itself, nothing names a service.
-	errNoService = errors.New("no service in path")
-	// errBadPath: the path could escape its service or smuggle a separator.
-	errBadPath = errors.New("invalid path")
-	// errNotOurs: the path is not under the gateway's prefix at all.
-	errNotOurs = errors.New("path outside the gateway prefix")
+	// ErrNoService: the path is the prefix itself, nothing names a service.
+	ErrNoService = errors.New("no service in path")
+	// ErrBadPath: the path could escape its service or smuggle a separator.
+	ErrBadPath = errors.New("invalid path")
+	// ErrNotOurs: the path is not under the gateway's prefix at all.
+	ErrNotOurs = errors.New("path outside the gateway prefix")
 )
 
-// splitRoute splits the escaped request path into the service name and the
+// Split splits the escaped request path into the service name and the
 // rest of the path (escaped, starting with '/'), below prefix.
 //
 // Dot-segments and encoded separators are rejected rather than cleaned: a
 // request such as /api/users/..%2fadmin/x must never reach another service
 // (with that service's token) or a path above its service's base path, and
 // an API client has no reason to send them.
-func splitRoute(prefix, escaped string) (service, rest string, err error) {
+func Split(prefix, escaped string) (service, rest string, err error) {
 	if !strings.HasPrefix(escaped, prefix) {
-		return "", "", errNotOurs
+		return "", "", ErrNotOurs
 	}
 	p := escaped[len(prefix):]
 	if p == "" || p == "/" {
-		return "", "", errNoService
+		return "", "", ErrNoService
 	}
 	if p[0] != '/' {
-		return "", "", errNotOurs // e.g. /apix with prefix /api
+		return "", "", ErrNotOurs // e.g. /apix with prefix /api
 	}
 	p = p[1:]
 	rest = "/"
@@ -40,7 +42,7 @@ func splitRoute(prefix, escaped string) (service, rest string, err error) {
 		p, rest = p[:i], p[i:]
 	}
 	if p == "" {
-		return "", "", errNoService // "//": an empty service segment
+		return "", "", ErrNoService // "//": an empty service segment
 	}
 	if service, err = cleanSegment(p); err != nil {
 		return "", "", err
@@ -58,11 +60,11 @@ func cleanSegment(seg string) (string, error) {
 	if strings.IndexByte(seg, '%') >= 0 {
 		var err error
 		if dec, err = url.PathUnescape(seg); err != nil {
-			return "", errBadPath
+			return "", ErrBadPath
 		}
 	}
 	if isDotSegment(dec) || strings.ContainsAny(dec, "/\\\x00") {
-		return "", errBadPath
+		return "", ErrBadPath
 	}
 	return dec, nil
 }
@@ -87,13 +89,13 @@ func checkRest(rest string) error {
 	return nil
 }
 
-// setPath points u at the service-relative path rest (escaped form).
-func setPath(u *url.URL, rest string) {
+// SetPath points u at the service-relative path rest (escaped form).
+func SetPath(u *url.URL, rest string) {
 	if strings.IndexByte(rest, '%') < 0 {
 		// RawPath too: Go would escape sub-delims such as '!' or '*'
 		u.Path, u.RawPath = rest, rest
 		return
 	}
-	dec, _ := url.PathUnescape(rest) // validated by splitRoute
+	dec, _ := url.PathUnescape(rest) // validated by Split
 	u.Path, u.RawPath = dec, rest
 }
