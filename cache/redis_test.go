@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -403,5 +404,51 @@ func BenchmarkServeRedisHit(b *testing.B) {
 	}
 	if s := c.Stats().Redis; s.Errors != 0 {
 		b.Fatalf("redis errors: %+v", s)
+	}
+}
+
+// TestRedisSharedHitRatio: the same request stream spread over two
+// instances sharing Redis hits the cache at least 0.9× as often as one
+// instance alone (issue #7's scale-out target).
+func TestRedisSharedHitRatio(t *testing.T) {
+	s := startRedis(t)
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte("item " + r.URL.Path))
+	})
+	// a skewed stream: low ids are asked far more often than high ones
+	rng := rand.New(rand.NewPCG(7, 11))
+	zipf := rand.NewZipf(rng, 1.2, 1, 300)
+	stream := make([]string, 3000)
+	for i := range stream {
+		stream[i] = "/item/" + strconv.FormatUint(zipf.Uint64(), 10)
+	}
+	hitRatio := func(caches []*Cache) float64 {
+		hits := 0
+		written := make([]int64, len(caches))
+		for i, path := range stream {
+			c := caches[i%len(caches)]
+			_, res, err := do(t, c, o.fetch(), "GET", path)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case res == ResultHit || res == ResultCollapsed:
+				hits++
+			case res == ResultMiss:
+				// a stream has gaps between requests: let the background write land
+				written[i%len(caches)]++
+				waitWrites(t, c, written[i%len(caches)])
+			}
+		}
+		return float64(hits) / float64(len(stream))
+	}
+	one := hitRatio([]*Cache{newRedisCache(t, nil, s, Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: "one"}})})
+	two := hitRatio([]*Cache{
+		newRedisCache(t, nil, s, Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: "two"}}),
+		newRedisCache(t, nil, s, Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: "two"}}),
+	})
+	t.Logf("hit ratio: one instance %.3f, two sharing Redis %.3f (%.3f×)", one, two, two/one)
+	if two < 0.9*one {
+		t.Errorf("two instances hit %.3f, one %.3f: below 0.9×", two, one)
 	}
 }
