@@ -364,24 +364,34 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case errors.Is(err, routing.ErrNotOurs):
 		return next.ServeHTTP(w, r)
 	case errors.Is(err, routing.ErrNoService):
+		g.unknown.ObserveRequest(http.StatusNotFound, 0)
+		g.unknown.ObserveError(metrics.ErrorNotFound)
 		return writeError(w, r, http.StatusNotFound, "", "no service in path: use "+g.prefix+"/{service}/...", 0)
 	case err != nil:
+		// name is unvalidated here: never a metric label
+		g.unknown.ObserveRequest(http.StatusBadRequest, 0)
+		g.unknown.ObserveError(metrics.ErrorBadRequest)
 		return writeError(w, r, http.StatusBadRequest, name, "invalid path: dot-segments and encoded separators are not allowed", 0)
 	}
 	rt := g.routes[name]
 	if rt == nil {
 		g.unknown.ObserveRequest(http.StatusNotFound, 0)
+		g.unknown.ObserveError(metrics.ErrorNotFound)
 		return writeError(w, r, http.StatusNotFound, name, "unknown service", 0)
 	}
 	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK") ||
 		strings.EqualFold(r.Method, http.MethodConnect) {
 		// TRACE reflects the request as the service got it, token included;
 		// CONNECT would open a tunnel. Neither belongs to an API.
+		rt.metrics.ObserveRequest(http.StatusMethodNotAllowed, 0)
+		rt.metrics.ObserveError(metrics.ErrorBadRequest)
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		return writeError(w, r, http.StatusMethodNotAllowed, name, "method not allowed", 0)
 	}
 	if g.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > g.MaxBody {
+			rt.metrics.ObserveRequest(http.StatusRequestEntityTooLarge, 0)
+			rt.metrics.ObserveError(metrics.ErrorBadRequest)
 			return writeError(w, r, http.StatusRequestEntityTooLarge, name, "request body too large", 0)
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.MaxBody)
