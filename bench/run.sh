@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — load benchmark of caddy-gateway against stock Caddy (issue #8).
 #
-# What it does (loopback only, no network beyond `apt-get` when wrk/nginx are missing):
+# What it does (loopback only, no network beyond `apt-get` when wrk/nginx/redis-server are missing):
 #   1. Builds, from this checkout's go.mod (so at the same Caddy version):
 #        $OUT/caddy-gw     = go build ./cmd/caddy           (Caddy + standard modules + gateway)
 #        $OUT/caddy-stock  = go build ./bench/stockcaddy    (Caddy + standard modules only)
@@ -15,6 +15,8 @@
 #        D  gateway, 10 services, cache on, cacheable path (cache hit)          /api/bench/cacheable/item
 #        E  nginx proxy_cache hit of the cacheable path                         /cacheable/item
 #        F  gateway, 10,000 services, cache on, cacheable path (cache hit)      /api/bench/cacheable/item
+#        G  gateway, Redis tier: a local tier too small to keep the entry, so     /api/bench/cacheable/item
+#           every hit is a Redis-tier hit (redis-server on loopback)
 #      C and D are the same process (one site). E stands in for Caddy with
 #      github.com/caddyserver/cache-handler, which the module proxy does not serve here.
 #   4. Checks every endpoint answers 200 with the 1024-byte body (and that D/E/F are cache hits),
@@ -35,7 +37,7 @@
 #          BENCH_DURATION=5s     wrk duration of each run
 #          BENCH_CONNS=32        wrk connections (-c); BENCH_THREADS=1 wrk threads (-t)
 #          BENCH_WARMUP=1s       warm-up per configuration before the rounds
-#          BENCH_CONFIGS="A B C D E F"   subset to run (ratios need their pairs)
+#          BENCH_CONFIGS="A B C D E F G" subset to run (ratios need their pairs)
 #          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
 #          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
 #                                gateway (pprof on its admin endpoint) under C and D load into
@@ -51,7 +53,7 @@ DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-1s}
-CONFIGS=${BENCH_CONFIGS:-"A B C D E F"}
+CONFIGS=${BENCH_CONFIGS:-"A B C D E F G"}
 BASE=${BENCH_PORT_BASE:-18100}
 OUTDIR=$ROOT/bench/out
 OUT=$OUTDIR/bin
@@ -70,6 +72,9 @@ P_F=$((BASE + 6))     # gateway, 10,000 services
 ADM_STOCK=$((BASE + 11))
 ADM_GW=$((BASE + 12))
 ADM_F=$((BASE + 13))
+P_G=$((BASE + 7))     # gateway, Redis-tier hit (local tier too small to keep the entry)
+ADM_G=$((BASE + 14))
+P_REDIS=$((BASE + 15))
 
 log() { echo "[bench] $*" >&2; }
 
@@ -78,6 +83,7 @@ need_apt=()
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	log "installing ${need_apt[*]}"
 	SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -151,6 +157,27 @@ gw_caddyfile() { # gw_caddyfile ADMIN PORT NSERVICES
 }
 gw_caddyfile "$ADM_GW" "$P_GW" 10 >"$RUN/gw10.Caddyfile"
 gw_caddyfile "$ADM_F" "$P_F" 10000 >"$RUN/gw10000.Caddyfile"
+# G: every hit comes from Redis: a local tier of 1500 bytes cannot hold the
+# ~2 KB entry (the Redis tier is written even when the local one refuses it)
+cat >"$RUN/gwredis.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$ADM_G
+	persist_config off
+	auto_https off
+}
+http://127.0.0.1:$P_G {
+	gateway /api/* {
+		service bench http://127.0.0.1:$P_UP
+		cache {
+			max_size 1500B
+			max_item_size 1500B
+			redis redis://127.0.0.1:$P_REDIS/0 {
+				timeout 100ms
+			}
+		}
+	}
+}
+EOF
 
 NGINX_USER=""; [ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
 mkdir -p "$RUN/nginx-cache" "$RUN/nginx-tmp"
@@ -210,7 +237,7 @@ wait_url() { # wait_url URL [seconds]
 	log "timed out waiting for $1"; return 1
 }
 
-for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $ADM_STOCK $ADM_GW $ADM_F; do
+for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $P_G $ADM_STOCK $ADM_GW $ADM_F $ADM_G $P_REDIS; do
 	if curl -s -o /dev/null "http://127.0.0.1:$p/"; then log "port $p is busy (set BENCH_PORT_BASE)"; exit 1; fi
 done
 
@@ -219,12 +246,15 @@ start stock "$CPU_SRV" "$OUT/caddy-stock" run --config "$RUN/stock.Caddyfile"
 start gw10 "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gw10.Caddyfile"
 start gw10000 "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gw10000.Caddyfile"
 start nginx "$CPU_SRV" "$NGINX" -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log"
+start redis "$CPU_UP" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN"
+start gwredis "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gwredis.Caddyfile"
 wait_url "http://127.0.0.1:$P_UP/"
 wait_url "http://127.0.0.1:$P_A/"
 wait_url "http://127.0.0.1:$P_B/"
 wait_url "http://127.0.0.1:$P_GW/api/bench/"
 wait_url "http://127.0.0.1:$P_E/"
 wait_url "http://127.0.0.1:$P_F/api/bench/" 120
+wait_url "http://127.0.0.1:$P_G/api/bench/"
 
 declare -A URL NAME
 URL[A]="http://127.0.0.1:$P_A/item";                     NAME[A]="stock respond (1 KiB static)"
@@ -233,6 +263,7 @@ URL[C]="http://127.0.0.1:$P_GW/api/bench/item";           NAME[C]="gateway miss 
 URL[D]="http://127.0.0.1:$P_GW/api/bench/cacheable/item"; NAME[D]="gateway cache hit, 10 services"
 URL[E]="http://127.0.0.1:$P_E/cacheable/item";           NAME[E]="nginx proxy_cache hit"
 URL[F]="http://127.0.0.1:$P_F/api/bench/cacheable/item";  NAME[F]="gateway cache hit, 10,000 services"
+URL[G]="http://127.0.0.1:$P_G/api/bench/cacheable/item";  NAME[G]="gateway Redis-tier hit (local tier empty)"
 
 # ---------------------------------------------------------------- sanity checks
 check() { # check CFG [header-regex-that-must-match-on-2nd-request]
@@ -248,6 +279,10 @@ for c in $CONFIGS; do
 	case $c in
 	C) check C 'Cache-Status: .*fwd=' ;;
 	D | F) check "$c" 'Cache-Status: .*; hit' ;;
+	G)
+		curl -s -o /dev/null "${URL[G]}"
+		sleep 1 # the Redis write is asynchronous
+		check G 'Cache-Status: .*hit; detail=redis' ;;
 	E) check E 'X-Cache-Status: HIT' ;;
 	*) check "$c" ;;
 	esac
@@ -317,6 +352,8 @@ REPORT=$OUTDIR/report-$STAMP.md
 	fi
 	if has D && has E; then v=$(ratio "${MRPS[D]}" "${MRPS[E]}"); echo "| D/E gateway hit ÷ nginx proxy_cache hit, req/s | $v | ≥ 1.50 | $(verdict "$v" ">=" 1.50) |"; fi
 	if has F && has D; then v=$(ratio "${MRPS[F]}" "${MRPS[D]}"); echo "| F/D 10,000 ÷ 10 services (hit), req/s | $v | ≥ 0.97 | $(verdict "$v" ">=" 0.97) |"; fi
+	if has D && has B; then v=$(ratio "${MRPS[D]}" "${MRPS[B]}"); echo "| D/B gateway local hit ÷ stock reverse_proxy, req/s | $v | | |"; fi
+	if has G && has B; then v=$(ratio "${MRPS[G]}" "${MRPS[B]}"); echo "| G/B gateway Redis hit ÷ stock reverse_proxy, req/s | $v | | |"; fi
 	echo
 	echo "Raw wrk outputs: bench/out/raw/. Answer headers of each configuration: bench/out/run/check-*.headers."
 } | tee "$REPORT"
