@@ -32,6 +32,35 @@ func poolsOf(t *testing.T, in *instance, service string) (inFlight, queued int64
 	return a.InFlight, a.Queued
 }
 
+// targetState reads one upstream's entry of /gateway/health.
+func targetState(t *testing.T, in *instance, service, addr string) (ts struct {
+	Address, Breaker string
+	Healthy          bool
+}) {
+	t.Helper()
+	_, body := in.adminDo("GET", "/gateway/health")
+	var h struct {
+		Gateways map[string]struct {
+			Services map[string]struct {
+				Targets []struct {
+					Address, Breaker string
+					Healthy          bool
+				} `json:"targets"`
+			} `json:"services"`
+		} `json:"gateways"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range h.Gateways["gateway"].Services[service].Targets {
+		if tg.Address == addr {
+			return tg
+		}
+	}
+	t.Fatalf("target %s of %s not listed: %s", addr, service, body)
+	return ts
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -203,29 +232,7 @@ func TestActiveHealthCheckTakesFailingTargetOutAndBack(t *testing.T) {
 		}
 	}`, good.URL, bad.URL))
 	badAddr := strings.TrimPrefix(bad.URL, "http://")
-	targetHealthy := func() bool {
-		_, body := in.adminDo("GET", "/gateway/health")
-		var h struct {
-			Gateways map[string]struct {
-				Services map[string]struct {
-					Targets []struct {
-						Address string `json:"address"`
-						Healthy bool   `json:"healthy"`
-					} `json:"targets"`
-				} `json:"services"`
-			} `json:"gateways"`
-		}
-		if err := json.Unmarshal(body, &h); err != nil {
-			t.Fatal(err)
-		}
-		for _, tg := range h.Gateways["gateway"].Services["users"].Targets {
-			if tg.Address == badAddr {
-				return tg.Healthy
-			}
-		}
-		t.Fatalf("target %s not listed: %s", badAddr, body)
-		return false
-	}
+	targetHealthy := func() bool { return targetState(t, in, "users", badAddr).Healthy }
 	eventually(t, "both targets healthy", targetHealthy)
 	sick.Store(true)
 	eventually(t, "failing target shown unhealthy", func() bool { return !targetHealthy() })
@@ -396,27 +403,7 @@ func TestBreakerHalfOpenSendsOneProbe(t *testing.T) {
 		}
 	}`, good.URL, bad.URL))
 	badAddr := strings.TrimPrefix(bad.URL, "http://")
-	breakerState := func() string {
-		_, body := in.adminDo("GET", "/gateway/health")
-		var h struct {
-			Gateways map[string]struct {
-				Services map[string]struct {
-					Targets []struct {
-						Address, Breaker string
-					} `json:"targets"`
-				} `json:"services"`
-			} `json:"gateways"`
-		}
-		if err := json.Unmarshal(body, &h); err != nil {
-			t.Fatal(err)
-		}
-		for _, tg := range h.Gateways["gateway"].Services["users"].Targets {
-			if tg.Address == badAddr {
-				return tg.Breaker
-			}
-		}
-		return ""
-	}
+	breakerState := func() string { return targetState(t, in, "users", badAddr).Breaker }
 	for range 10 {
 		in.get("/api/users/x")
 	}

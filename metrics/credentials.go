@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"sync"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,9 +21,7 @@ func (c *Collectors) SetCredential(id, service string, fn CredentialFunc) (remov
 // time, so token fetch counters need no bookkeeping on the request path.
 type credentialCollector struct {
 	fetchesDesc, failuresDesc *prometheus.Desc
-
-	mu      sync.Mutex
-	sources map[string]*credentialSource
+	sources                   scrapeSources[credentialSource]
 }
 
 type credentialSource struct {
@@ -39,22 +35,11 @@ func newCredentialCollector() *credentialCollector {
 			"Service tokens fetched (OAuth2 token endpoint calls, token file reads), by service.", []string{"service"}, nil),
 		failuresDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, Subsystem, "credential_failures_total"),
 			"Failed service token fetches, by service.", []string{"service"}, nil),
-		sources: make(map[string]*credentialSource),
 	}
 }
 
 func (c *credentialCollector) set(id, service string, fn CredentialFunc) func() {
-	src := &credentialSource{service: service, fn: fn}
-	c.mu.Lock()
-	c.sources[id] = src
-	c.mu.Unlock()
-	return func() {
-		c.mu.Lock()
-		if c.sources[id] == src {
-			delete(c.sources, id)
-		}
-		c.mu.Unlock()
-	}
+	return c.sources.set(id, credentialSource{service: service, fn: fn})
 }
 
 // Describe implements prometheus.Collector.
@@ -64,17 +49,11 @@ func (c *credentialCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector. Sources of one service (two
-// handlers during a reload) are summed; functions run outside the lock.
+// handlers during a reload) are summed.
 func (c *credentialCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	srcs := make([]credentialSource, 0, len(c.sources))
-	for _, s := range c.sources {
-		srcs = append(srcs, *s)
-	}
-	c.mu.Unlock()
 	type totals struct{ fetches, failures int64 }
 	sum := map[string]totals{}
-	for _, s := range srcs {
+	for _, s := range c.sources.snapshot() {
 		f, e := s.fn()
 		t := sum[s.service]
 		sum[s.service] = totals{t.fetches + f, t.failures + e}

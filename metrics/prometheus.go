@@ -354,17 +354,50 @@ func (s *ServiceMetrics) SetUpstreamHealthy(target string, healthy bool) {
 	s.upstreamHealthy.WithLabelValues(target).Set(v)
 }
 
+// scrapeSources is a set of functions read at scrape time, registered
+// under ids: registering an id again replaces its source, and the remove
+// func a registration returns is a no-op once it has been replaced.
+type scrapeSources[T any] struct {
+	mu sync.Mutex
+	m  map[string]*T
+}
+
+func (s *scrapeSources[T]) set(id string, src T) func() {
+	p := &src
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[string]*T)
+	}
+	s.m[id] = p
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.m[id] == p {
+			delete(s.m, id)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// snapshot copies the sources out, so they run outside the lock and a slow
+// one cannot block a registration.
+func (s *scrapeSources[T]) snapshot() []T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]T, 0, len(s.m))
+	for _, p := range s.m {
+		out = append(out, *p)
+	}
+	return out
+}
+
 // cacheSizeCollector exports the summed size of all registered caches as two
 // gauges computed at scrape time.
 type cacheSizeCollector struct {
 	bytesDesc   *prometheus.Desc
 	entriesDesc *prometheus.Desc
-
-	mu      sync.Mutex
-	sources map[string]*cacheSource
+	sources     scrapeSources[CacheSizeFunc]
 }
-
-type cacheSource struct{ fn CacheSizeFunc }
 
 func newCacheSizeCollector() *cacheSizeCollector {
 	return &cacheSizeCollector{
@@ -372,23 +405,10 @@ func newCacheSizeCollector() *cacheSizeCollector {
 			"Bytes held by the gateway's response caches.", nil, nil),
 		entriesDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, Subsystem, "cache_entries"),
 			"Entries held by the gateway's response caches.", nil, nil),
-		sources: make(map[string]*cacheSource),
 	}
 }
 
-func (c *cacheSizeCollector) set(id string, fn CacheSizeFunc) func() {
-	src := &cacheSource{fn: fn}
-	c.mu.Lock()
-	c.sources[id] = src
-	c.mu.Unlock()
-	return func() {
-		c.mu.Lock()
-		if c.sources[id] == src {
-			delete(c.sources, id)
-		}
-		c.mu.Unlock()
-	}
-}
+func (c *cacheSizeCollector) set(id string, fn CacheSizeFunc) func() { return c.sources.set(id, fn) }
 
 // Describe implements prometheus.Collector.
 func (c *cacheSizeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -396,19 +416,13 @@ func (c *cacheSizeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.entriesDesc
 }
 
-// Collect implements prometheus.Collector; the size functions run outside
-// the lock so a slow one cannot block SetCacheSize.
+// Collect implements prometheus.Collector.
 func (c *cacheSizeCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	fns := make([]CacheSizeFunc, 0, len(c.sources))
-	for _, s := range c.sources {
-		if s.fn != nil {
-			fns = append(fns, s.fn)
-		}
-	}
-	c.mu.Unlock()
 	var bytes, entries int64
-	for _, fn := range fns {
+	for _, fn := range c.sources.snapshot() {
+		if fn == nil {
+			continue
+		}
 		b, e := fn()
 		bytes += b
 		entries += e
