@@ -49,22 +49,16 @@ func (b *breaker) state(now time.Time) string {
 // admit reports whether a request may be sent to the upstream now, taking
 // the half-open probe slot when the cool-down has passed.
 func (b *breaker) admit(now time.Time) bool {
-	switch b.state(now) {
-	case BreakerClosed:
-		return true
-	case BreakerOpen:
-		return false
+	if st := b.state(now); st != BreakerHalfOpen {
+		return st == BreakerClosed
 	}
 	return b.probing.CompareAndSwap(false, true)
 }
 
 // available is admit without taking the probe slot (for health views).
 func (b *breaker) available(now time.Time) bool {
-	switch b.state(now) {
-	case BreakerClosed:
-		return true
-	case BreakerOpen:
-		return false
+	if st := b.state(now); st != BreakerHalfOpen {
+		return st == BreakerClosed
 	}
 	return !b.probing.Load()
 }
