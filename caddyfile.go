@@ -22,8 +22,9 @@ func init() {
 // parseGatewayDirective sets up the handler and its route. A path matcher
 // such as /api/* gives the default prefix (/api); the gateway then matches
 // that prefix itself (so /api answers a JSON 404 rather than falling
-// through, and health_path is reachable). Other matchers are kept, widened
-// to the prefix and health_path.
+// through, and health_path is reachable). Another path matcher is widened
+// to the prefix and health_path; a named matcher is kept as it is (widening
+// it would AND a path with its other conditions).
 func parseGatewayDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	if !h.Next() {
 		return nil, h.ArgErr()
