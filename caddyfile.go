@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"encoding/json"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-gateway/caddy-gateway/handoff"
 	"github.com/caddy-gateway/caddy-gateway/upstream"
 )
 
@@ -72,7 +75,36 @@ func parseGatewayDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 			matcherSet = caddy.ModuleMap{"path": raw}
 		}
 	}
-	return h.NewRoute(matcherSet, g), nil
+	return append(h.NewRoute(matcherSet, g), handoffWrapper(h)...), nil
+}
+
+// handoffWrapper puts the gateway_handoff listener wrapper on the servers
+// that serve a gateway, so that a reload loses no request (see package
+// handoff). A site block can add a listener wrapper to its server, but
+// Caddy's adapter replaces a server's wrappers with those of a global
+// `servers` option when one applies — even one that sets no wrappers — so
+// the wrapper is also put first in every `servers` option, where it sits
+// before TLS and sees the raw connections.
+func handoffWrapper(h httpcaddyfile.Helper) []httpcaddyfile.ConfigValue {
+	wrapper := json.RawMessage(`{"wrapper":"gateway_handoff"}`)
+	if opts := reflect.ValueOf(h.Option("servers")); opts.Kind() == reflect.Slice {
+		for i := range opts.Len() {
+			field := opts.Index(i).FieldByName("ListenerWrappersRaw")
+			raws, ok := field.Interface().([]json.RawMessage)
+			if !ok || !field.CanSet() || slices.ContainsFunc(raws, isHandoffWrapper) {
+				continue
+			}
+			field.Set(reflect.ValueOf(append([]json.RawMessage{wrapper}, raws...)))
+		}
+	}
+	return []httpcaddyfile.ConfigValue{{Class: "listener_wrapper", Value: new(handoff.Wrapper)}}
+}
+
+func isHandoffWrapper(raw json.RawMessage) bool {
+	var w struct {
+		Wrapper string `json:"wrapper"`
+	}
+	return json.Unmarshal(raw, &w) == nil && w.Wrapper == "gateway_handoff"
 }
 
 // UnmarshalCaddyfile sets up the gateway from Caddyfile tokens. Syntax:

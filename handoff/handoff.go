@@ -1,0 +1,352 @@
+// Package handoff is a Caddy listener wrapper that makes config reloads
+// lossless for HTTP/1 clients.
+//
+// A Caddy reload starts the new config's servers on their own sockets
+// (SO_REUSEPORT) and then shuts the old servers down. Two things lose
+// requests at that instant, with stock Caddy as with any handler:
+//
+//   - Closing the old listening socket resets the connections still queued
+//     in its accept backlog: the kernel spreads new connections over all
+//     the sockets bound to the port while they are open.
+//   - net/http's Shutdown closes every idle keep-alive connection. A client
+//     whose next request is already on the wire gets a reset.
+//
+// The wrapper fixes both. The first socket on an address stays open for as
+// long as any config listens there; the socket each later config binds is
+// emptied into it and closed at once, so no socket with a backlog is ever
+// closed during a reload. A group accept loop gives each connection to the
+// newest config's server. Connections that an old server closes as idle
+// are handed, with any bytes it had not yet consumed, to the newest server,
+// which reads their next request as if they were new. Nothing changes
+// while no reload is running.
+package handoff
+
+import (
+	"errors"
+	"net"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Wrapper{})
+}
+
+// Wrapper is the caddy.listeners.gateway_handoff module. It holds no
+// configuration: listeners on the same address find each other through a
+// usage pool that outlives any one config.
+type Wrapper struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Wrapper) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "caddy.listeners.gateway_handoff",
+		New: func() caddy.Module { return new(Wrapper) },
+	}
+}
+
+// Provision keeps the config's logger.
+func (w *Wrapper) Provision(ctx caddy.Context) error {
+	w.logger = ctx.Logger()
+	return nil
+}
+
+// UnmarshalCaddyfile accepts the bare wrapper name:
+//
+//	listener_wrappers {
+//		gateway_handoff
+//		tls
+//	}
+func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // wrapper name
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Err("gateway_handoff takes no arguments")
+	}
+	return nil
+}
+
+// groups holds one group per listening address, shared by the listeners
+// of every config that listens there. It is a usage pool: a group lives
+// exactly as long as some config listens on its address.
+var groups = caddy.NewUsagePool()
+
+// WrapListener wraps a plain TCP listener. Anything else — a listener that
+// already terminates TLS (the wrapper was placed after `tls`), a unix
+// socket, or a listener wrapped here already — is returned as it is.
+func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
+	if _, ok := ln.(*listener); ok {
+		return ln
+	}
+	tcp := tcpListener(ln, 4)
+	if tcp == nil {
+		if w.logger != nil {
+			w.logger.Debug("not a TCP listener: reloads are not handed off",
+				zap.String("address", ln.Addr().String()))
+		}
+		return ln
+	}
+	key := ln.Addr().Network() + "/" + ln.Addr().String()
+	val, loaded, _ := groups.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return newGroup(ln, tcp, w.logger), nil
+	})
+	g := val.(*group)
+	l := &listener{addr: ln.Addr(), group: g, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
+	if !g.add(l) {
+		// the group's socket closed just now (the last config using it
+		// stopped): this socket starts a new group
+		_, _ = groups.Delete(key)
+		return w.WrapListener(ln)
+	}
+	if loaded {
+		// an older config's socket serves this address: empty this one
+		// into the group (the older server takes what it held) and close it
+		// before its backlog can grow
+		go func() {
+			g.drain(tcp)
+			_ = ln.Close()
+		}()
+	}
+	return l
+}
+
+// tcpListener finds the *net.TCPListener inside ln. Caddy wraps its
+// sockets in a struct that embeds net.Listener (to count references), so
+// the search follows exported embedded Listener fields a few levels deep.
+func tcpListener(ln net.Listener, depth int) *net.TCPListener {
+	for ; ln != nil && depth > 0; depth-- {
+		if tcp, ok := ln.(*net.TCPListener); ok {
+			return tcp
+		}
+		v := reflect.ValueOf(ln)
+		if v.Kind() == reflect.Pointer {
+			v = v.Elem()
+		}
+		if v.Kind() != reflect.Struct {
+			return nil
+		}
+		f := v.FieldByName("Listener")
+		if !f.IsValid() || !f.CanInterface() {
+			return nil
+		}
+		inner, ok := f.Interface().(net.Listener)
+		if !ok {
+			return nil
+		}
+		ln = inner
+	}
+	return nil
+}
+
+// group is the socket of one address and every config's listener on it,
+// oldest first. Its accept loop runs until the last listener closes.
+type group struct {
+	socket net.Listener // Caddy's listener of the first config, closed through it
+	logger *zap.Logger
+
+	mu        sync.Mutex
+	listeners []*listener
+	closed    bool          // the socket is closed; the group takes no listener
+	changed   chan struct{} // closed and replaced when a listener starts or stops serving
+}
+
+func newGroup(socket net.Listener, tcp *net.TCPListener, logger *zap.Logger) *group {
+	g := &group{socket: socket, logger: logger, changed: make(chan struct{})}
+	go g.acceptLoop()
+	return g
+}
+
+// add appends l, or reports false if the group has already closed.
+func (g *group) add(l *listener) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.listeners = append(g.listeners, l)
+	return true
+}
+
+// notify wakes the gives waiting for a listener to serve. Callers hold mu.
+func (g *group) notify() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// serving records that l's server has started accepting.
+func (g *group) serving(l *listener) {
+	if l.serving.Load() {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !l.serving.Swap(true) {
+		g.notify()
+	}
+}
+
+// hasSuccessor reports whether a listener newer than or beside l can take
+// over its connections.
+func (g *group) hasSuccessor(l *listener) bool {
+	to, wait := g.newest(l)
+	return to != nil || wait != nil
+}
+
+// remove takes l out; when it was the last one the socket is closed.
+func (g *group) remove(l *listener) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.listeners = slices.DeleteFunc(g.listeners, func(other *listener) bool { return other == l })
+	g.notify()
+	if len(g.listeners) == 0 && !g.closed {
+		g.closed = true
+		_ = g.socket.Close()
+	}
+}
+
+// newest is the newest listener other than skip whose server accepts
+// connections. With none, wait is closed when that may have changed, or nil
+// when no listener is left that could (Caddy is stopping, not reloading).
+func (g *group) newest(skip *listener) (to *listener, wait <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pending := false
+	for i := len(g.listeners) - 1; i >= 0; i-- {
+		other := g.listeners[i]
+		if other == skip || other.isClosing() {
+			continue
+		}
+		if other.serving.Load() {
+			return other, nil
+		}
+		pending = true
+	}
+	if pending {
+		return nil, g.changed
+	}
+	return nil, nil
+}
+
+// acceptLoop gives every connection the socket accepts to the newest
+// config's server. Temporary errors back off as net/http's own loop does.
+func (g *group) acceptLoop() {
+	var backoff time.Duration
+	for {
+		c, err := g.socket.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if g.logger != nil {
+				g.logger.Debug("accept", zap.Error(err), zap.Duration("retry_in", backoff))
+			}
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		g.give(c, nil, nil)
+	}
+}
+
+// drain accepts what is queued on a socket about to be closed, without
+// waiting for more, and gives it to the group.
+func (g *group) drain(tcp *net.TCPListener) {
+	for range 1024 {
+		_ = tcp.SetDeadline(time.Now().Add(100 * time.Microsecond))
+		c, err := tcp.Accept()
+		if err != nil {
+			return
+		}
+		g.give(c, nil, nil)
+	}
+}
+
+// give hands a raw connection, and the bytes already read from it, to the
+// newest serving listener other than from. While a newer config is still
+// starting, its older one takes it; with none left it is closed.
+func (g *group) give(c net.Conn, unread []byte, from *listener) {
+	for {
+		to, wait := g.newest(from)
+		if to == nil {
+			if wait == nil {
+				_ = c.Close()
+				return
+			}
+			<-wait
+			continue
+		}
+		select {
+		case to.conns <- &conn{Conn: c, listener: to, replay: unread}:
+			return
+		case <-to.done:
+			// it closed meanwhile: try the next one
+		}
+	}
+}
+
+// Destruct is called when no config uses the address any more; the
+// socket closed with the last listener.
+func (*group) Destruct() error { return nil }
+
+// listener is one config's listener on an address.
+type listener struct {
+	addr  net.Addr
+	group *group
+	key   string
+	conns chan net.Conn // from the group, to this config's server
+	done  chan struct{} // closed by Close
+
+	serving atomic.Bool // its server called Accept
+
+	closeOnce sync.Once
+}
+
+// Accept returns the next connection the group gives this listener.
+func (l *listener) Accept() (net.Conn, error) {
+	l.group.serving(l)
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops this config's server from accepting. The socket stays open
+// while a newer config listens on it.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.group.remove(l)
+		_, _ = groups.Delete(l.key)
+	})
+	return nil
+}
+
+// Addr is the address of the socket.
+func (l *listener) Addr() net.Addr { return l.addr }
+
+func (l *listener) isClosing() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner     = (*Wrapper)(nil)
+	_ caddy.ListenerWrapper = (*Wrapper)(nil)
+	_ caddyfile.Unmarshaler = (*Wrapper)(nil)
+)

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A keep-alive connection that is idle when Caddy reloads is handed to
+// the new config's server (package handoff) instead of being closed: the
+// client's next request on it — whether sent after the reload or while
+// the old server shuts down — is answered, by the new config, and the
+// connection stays open. Stock Caddy closes it, so a client that sends at
+// that instant gets a reset; this test fails without the hand-over.
+func TestReloadHandsIdleKeepAliveConnectionsToTheNewConfig(t *testing.T) {
+	up := upstreamServer(t, echoHandler)
+	site := func(config string) string {
+		return fmt.Sprintf(`header X-Config %s
+		gateway /api/* {
+			service users %s
+		}`, config, up.URL)
+	}
+	in := startCaddy(t, site("one"))
+
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	exchange := func(method, body string) *http.Response {
+		t.Helper()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		req := fmt.Sprintf("%s /api/users/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s", method, len(body), body)
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatalf("writing the request: %v", err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("the connection was lost: %v", err)
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatalf("reading the body: %v", err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+
+	if resp := exchange("GET", ""); resp.Header.Get("X-Config") != "one" || resp.Close {
+		t.Fatalf("before the reload: config %q, close %v", resp.Header.Get("X-Config"), resp.Close)
+	}
+	for i, config := range []string{"two", "three", "four"} {
+		in.load(site(config))
+		// a POST is never retried by clients: it must be answered on this
+		// very connection, by the config now running
+		resp := exchange("POST", "after reload")
+		if got := resp.Header.Get("X-Config"); resp.StatusCode != 200 || got != config || resp.Close {
+			t.Fatalf("reload %d: status %d from config %q (want %q), Connection: close %v",
+				i+1, resp.StatusCode, got, config, resp.Close)
+		}
+	}
+}
+
+// A new connection is never refused across reloads: each config's fresh
+// socket is emptied into the first one and closed, so none is closed with
+// connections in its backlog. Requests open a new connection each.
+func TestReloadKeepsAcceptingNewConnections(t *testing.T) {
+	up := upstreamServer(t, echoHandler)
+	site := func(retries int) string {
+		return fmt.Sprintf(`gateway /api/* {
+			service users %s {
+				retries %d
+			}
+		}`, up.URL, retries)
+	}
+	in := startCaddy(t, site(0))
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	for i := range 20 {
+		in.load(site(i % 2))
+		for range 20 {
+			resp, err := client.Post(in.url("/api/users/x"), "text/plain", strings.NewReader("hello"))
+			if err != nil {
+				t.Fatalf("after reload %d: %v", i+1, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("after reload %d: status %d", i+1, resp.StatusCode)
+			}
+		}
+	}
+}
