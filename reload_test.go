@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +95,70 @@ func TestReloadKeepsAcceptingNewConnections(t *testing.T) {
 				t.Fatalf("after reload %d: status %d", i+1, resp.StatusCode)
 			}
 		}
+	}
+}
+
+// An upgraded (WebSocket-style) connection ends at a reload, as with stock
+// Caddy (the old config's proxy closes it): it is not left open on a new
+// server that would read its frames as requests, nor kept half-alive.
+func TestReloadNeverHandsOverAnUpgradedConnection(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "echo")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_ = brw.Flush()
+		_, _ = io.Copy(conn, brw) // echo until the client goes
+	})
+	site := func(n int) string {
+		return fmt.Sprintf(`gateway /api/* {
+			service users %s {
+				retries %d
+			}
+		}`, up.URL, n)
+	}
+	in := startCaddy(t, site(0))
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "GET /api/users/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	echo := func(msg string) (string, error) {
+		if _, err := io.WriteString(conn, msg); err != nil {
+			return "", err
+		}
+		buf := make([]byte, len(msg))
+		_, err := io.ReadFull(br, buf)
+		return string(buf), err
+	}
+	if got, err := echo("ping"); got != "ping" {
+		t.Fatalf("echo before reload: %q %v", got, err)
+	}
+
+	in.load(site(1))
+	// the old config's proxy closes its upgraded connections at cleanup; a
+	// hand-over would instead leave this one open, answering frames with
+	// HTTP errors or nothing
+	var got string
+	for err == nil {
+		got, err = echo("GET / HTTP/1.1\r\n\r\n")
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) || strings.HasPrefix(got, "HTTP/1.1 4") {
+		t.Fatalf("the upgraded connection outlived the reload: %q %v", got, err)
 	}
 }
