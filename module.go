@@ -414,13 +414,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	var herr error
 	if err != nil {
-		if body != nil && body.err != nil && ex.status == 0 && !errors.As(body.err, new(*http.MaxBytesError)) {
+		var ue *upstream.Error
+		timedOut := errors.As(err, &ue) && ue.Status == http.StatusRequestTimeout
+		if !timedOut && body != nil && body.err != nil && ex.status == 0 && !errors.As(body.err, new(*http.MaxBytesError)) {
 			// the client's body broke off (short of its Content-Length, bad
-			// chunking): its fault, not the upstream's
-			herr = writeError(ex, r, http.StatusBadRequest, name, "request body incomplete", 0)
-		} else {
-			herr = g.answerError(ex, r, name, err)
+			// chunking): its fault, not the upstream's, and counted so
+			err = &upstream.Error{Status: http.StatusBadRequest, Service: name, Message: "request body incomplete", Err: body.err}
 		}
+		herr = g.answerError(ex, r, name, err)
 	}
 	g.record(ex, r, name, res, start, err)
 	*ex = exchange{}
@@ -448,7 +449,11 @@ func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, service st
 		// nobody is listening; let Caddy's access log record the status
 		return caddyhttp.Error(ue.Status, ue)
 	}
-	if c := g.logger.Check(zap.ErrorLevel, "upstream exchange failed"); c != nil {
+	lvl := zap.ErrorLevel
+	if ue.Kind() == "bad_request" {
+		lvl = zap.DebugLevel // the client's doing (a broken or stalled body)
+	}
+	if c := g.logger.Check(lvl, "upstream exchange failed"); c != nil {
 		c.Write(zap.String("service", service), zap.Int("status", ue.Status),
 			zap.String("request_id", requestID(r)), zap.Error(ue.Err))
 	}

@@ -37,11 +37,14 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Kind is a bounded label for metrics: upstream, timeout, queue, client.
+// Kind is a bounded label for metrics: upstream, timeout, queue, client
+// (gone before the answer), bad_request (its body broken off or too slow).
 func (e *Error) Kind() string {
 	switch {
 	case e.Status == StatusClientClosedRequest:
 		return "client"
+	case e.Status == http.StatusBadRequest || e.Status == http.StatusRequestTimeout:
+		return "bad_request"
 	case e.Status == http.StatusGatewayTimeout:
 		return "timeout"
 	case e.RetryAfter > 0:
@@ -59,6 +62,10 @@ func (s *Service) mapError(clientCtx, ctx context.Context, err error) error {
 	e := &Error{Status: http.StatusBadGateway, Service: s.Name, Message: "upstream unavailable", Err: err}
 	var he caddyhttp.HandlerError
 	switch {
+	case guardFrom(ctx).stalledBody():
+		// checked first: cutting the stalled read short also cancels the
+		// client's request context
+		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
 	case clientCtx.Err() != nil:
 		e.Status, e.Message = StatusClientClosedRequest, "client closed request"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -70,6 +77,27 @@ func (s *Service) mapError(clientCtx, ctx context.Context, err error) error {
 		case http.StatusGatewayTimeout:
 			e.Status, e.Message = http.StatusGatewayTimeout, "upstream timeout"
 		}
+	}
+	return e
+}
+
+// msgBodyTimeout answers a client whose request body did not arrive within
+// the service's timeout.
+const msgBodyTimeout = "request body timeout: the body did not arrive in time"
+
+// bodyError answers a request whose body could not be read before it was
+// forwarded (buffered for retries): the client's doing, never counted
+// against the upstream.
+func (s *Service) bodyError(clientCtx, ctx context.Context, err error) error {
+	e := &Error{Status: http.StatusBadRequest, Service: s.Name, Message: "request body incomplete", Err: err}
+	switch {
+	case guardFrom(ctx).stalledBody():
+		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
+	case clientCtx.Err() != nil:
+		e.Status, e.Message = StatusClientClosedRequest, "client closed request"
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// the time ran out between two reads of a trickling body
+		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
 	}
 	return e
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -31,6 +32,11 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer release()
 
+	// The client's body is read under the exchange's deadline too; finish
+	// is deferred after cancel so that it runs first.
+	ctx, guard := guardBody(ctx, w, r)
+	defer guard.finish()
+
 	// A credential that cannot be had fails here, before the proxy: Caddy
 	// would count a transport error against the upstream's health.
 	if s.cred != nil {
@@ -48,9 +54,15 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 		}
 		out.URL = &u
 	}
+	if guard != nil {
+		out.Body = guard
+	}
 
 	s.budget.Request()
-	body, replayable := s.replayableBody(out)
+	body, replayable, err := s.replayableBody(out)
+	if err != nil {
+		return s.bodyError(r.Context(), ctx, err)
+	}
 	if !replayable || s.retries == 0 {
 		return s.mapError(r.Context(), ctx, s.proxy.ServeHTTP(w, out, nopNext))
 	}
@@ -91,29 +103,34 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 
 // replayableBody buffers a request body small enough to be sent again when
 // the request may be retried; a larger or unknown-length body that exceeds
-// the limit is streamed as it is and the request is not retried.
-func (s *Service) replayableBody(r *http.Request) ([]byte, bool) {
+// the limit is streamed as it is and the request is not retried. An error
+// means the client's body could not be read (cut short, too slow, too
+// large): no upstream should see a part of it.
+func (s *Service) replayableBody(r *http.Request) ([]byte, bool, error) {
 	if s.retries == 0 || !pool.IsIdempotent(r) {
-		return nil, false
+		return nil, false, nil
 	}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, true
+		return nil, true, nil
 	}
 	if r.ContentLength > DefaultMaxRetryBody {
-		return nil, false
+		return nil, false, nil
 	}
 	buf, err := io.ReadAll(io.LimitReader(r.Body, DefaultMaxRetryBody+1))
-	if err != nil || len(buf) > DefaultMaxRetryBody {
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the request body: %w", err)
+	}
+	if len(buf) > DefaultMaxRetryBody {
 		// put back what was read ahead of the rest of the stream
 		r.Body = struct {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		return nil, false
+		return nil, false, nil
 	}
 	_ = r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(buf))
-	return buf, true
+	return buf, true, nil
 }
 
 // retryableError reports whether err means no answer was obtained from an

@@ -23,7 +23,12 @@ type holdWriter struct {
 	body     bytes.Buffer
 }
 
+// Header is the held answer's header map until the answer is committed,
+// then the client's: the reverse proxy sets trailers in it after the body.
 func (h *holdWriter) Header() http.Header {
+	if h.wrote {
+		return h.ResponseWriter.Header()
+	}
 	if h.header == nil {
 		h.header = make(http.Header)
 	}
@@ -35,8 +40,7 @@ func (h *holdWriter) WriteHeader(code int) {
 		return
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		h.copyHeader()
-		h.ResponseWriter.WriteHeader(code)
+		h.informational(code)
 		return
 	}
 	h.status = code
@@ -74,6 +78,30 @@ func (h *holdWriter) Flush() {
 // Unwrap lets http.ResponseController reach the client's writer (hijacking
 // for upgrades, deadlines).
 func (h *holdWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// informational sends a 1xx (103 Early Hints) with the headers the proxy
+// set for it. The server sends the client's header map as the 1xx's
+// headers, so they are put there only for the call and taken out again:
+// the proxy removes them from the map it sees (this one's), and they must
+// not end up in the final answer — nor pile up over several attempts.
+func (h *holdWriter) informational(code int) {
+	dst := h.ResponseWriter.Header()
+	saved := make(http.Header, len(h.header))
+	for k, v := range h.header {
+		if old, ok := dst[k]; ok {
+			saved[k] = old
+		}
+		dst[k] = v
+	}
+	h.ResponseWriter.WriteHeader(code)
+	for k := range h.header {
+		if old, ok := saved[k]; ok {
+			dst[k] = old
+		} else {
+			delete(dst, k)
+		}
+	}
+}
 
 func (h *holdWriter) copyHeader() {
 	dst := h.ResponseWriter.Header()

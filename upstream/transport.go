@@ -32,7 +32,9 @@ type gatewayTransport struct {
 func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	host := req.URL.Host
 	resp, err := t.roundTrip(req)
-	if t.record != nil {
+	// A client that stalled its body makes the exchange fail, but says
+	// nothing about the upstream: no verdict for its breaker.
+	if t.record != nil && (err == nil || !guardFrom(req.Context()).stalledBody()) {
 		t.record(host, resp, err)
 	}
 	return resp, err
