@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -229,12 +230,18 @@ func (adminAPI) pools(w http.ResponseWriter, _ *http.Request, gws []*Gateway) er
 	return writeJSON(w, http.StatusOK, map[string]any{"gateways": out})
 }
 
-// purge removes cached entries: all, ?service=NAME, ?service=NAME&path=/prefix.
+// purge removes cached entries: all, ?service=NAME, ?service=NAME&path=/x. A path matches at segment
+// boundaries (cache.Cache.Purge): /x removes /x, /x?… and /x/…, never /x2; a path ending in '/' or
+// '?' removes everything that starts with it. A service no selected gateway declares is a 404 (a
+// typo must not look like an empty cache).
 func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) error {
 	q := r.URL.Query()
 	service, path := q.Get("service"), q.Get("path")
 	if path != "" && service == "" {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("path needs service")}
+	}
+	if service != "" && !slices.ContainsFunc(gws, func(g *Gateway) bool { return g.services[service] != nil }) {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown service %q", service)}
 	}
 	removed := 0
 	for _, g := range gws {

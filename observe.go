@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,5 +274,46 @@ func recordError(rt *route, err error) {
 		rt.metrics.QueueRejected()
 	case "upstream":
 		rt.metrics.ObserveError(metrics.ErrorUpstream)
+	case "bad_request":
+		rt.metrics.ObserveError(metrics.ErrorBadRequest)
 	}
 }
+
+// WriteError lets the cache make its own error answers (504 to only-if-cached) in the gateway's JSON
+// format, request id included (cache.ErrorWriter).
+func (ex *exchange) WriteError(r *http.Request, status int, service, msg string) {
+	_ = writeError(ex, r, status, service, msg, 0)
+}
+
+// UpstreamBasePath is the base path of the exchange's service (cache.UpstreamBaser): the cache strips
+// it from the Location / Content-Location of an unsafe method's answer to find the entries they name.
+// Only invalidations with such a header ask, so finding the gateway that owns the route is cheap
+// enough; a route whose gateway is already unloaded gets "" (no mapping).
+func (ex *exchange) UpstreamBasePath() string {
+	if ex.rt == nil {
+		return ""
+	}
+	name := ex.rt.svc.Name
+	base := ""
+	handlers.Range(func(_, val any) bool {
+		g := val.(*Gateway)
+		if g.routes[name] != ex.rt {
+			return true
+		}
+		for _, sc := range g.Services {
+			if sc.Name == name && len(sc.Upstreams) > 0 {
+				if u, err := upstream.ParseUpstream(sc.Upstreams[0]); err == nil {
+					base = strings.TrimSuffix(u.EscapedPath(), "/")
+				}
+			}
+		}
+		return false
+	})
+	return base
+}
+
+// Interface guards
+var (
+	_ cache.ErrorWriter   = (*exchange)(nil)
+	_ cache.UpstreamBaser = (*exchange)(nil)
+)

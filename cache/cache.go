@@ -130,11 +130,18 @@ type Cache struct {
 	// store and nothing touches ristretto after Close. It is never held across network I/O.
 	storeMu sync.RWMutex
 	closed  atomic.Bool
+	// purges remembers recent purges and invalidations so that an answer whose fetch started before
+	// one of them is not stored after it (written under storeMu held exclusively).
+	purges purgeLog
 
 	hits, misses, stale, bypass, revalidated, coalesced atomic.Int64
 	stores, rejected, evictions, purged                 atomic.Int64
 
+	// orphanLimit bounds a flight leader's exchange once its client left (see lead); tests shorten it.
+	orphanLimit time.Duration
+
 	hookFollower func() // tests: called when a request starts waiting on a concurrent fetch
+	hookOrphan   func() // tests: called when a leader's client left and its fetch goes on without it
 }
 
 // New builds a Cache. Close it when the configuration is unloaded.
@@ -156,7 +163,7 @@ func New(opts Options) (*Cache, error) {
 	case opts.DefaultTTL < 0 || opts.StaleWhileRevalidate < 0 || opts.StaleIfError < 0:
 		return nil, errors.New("cache: default_ttl, stale_while_revalidate and stale_if_error must not be negative")
 	}
-	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger}
+	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger, orphanLimit: orphanLimit}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -236,8 +243,12 @@ func (c *Cache) Stats() Stats {
 	return s
 }
 
-// Purge removes the entries of service ("" = every service) whose upstream-relative URL starts with
-// pathPrefix ("" = all of them) and returns how many responses it removed (Vary markers not counted).
+// Purge removes the entries of service ("" = every service) whose upstream-relative URL (path and
+// query) is under pathPrefix ("" = all of them) and returns how many responses it removed (Vary
+// markers not counted). "Under" stops at segment boundaries, so that purging one resource never
+// takes its look-alike siblings: /x matches /x, /x?… and /x/…, but not /x2; a prefix ending in '/'
+// or '?' (/x/, /x?) matches everything that starts with it. Answers whose fetch was in flight when
+// Purge ran are not stored afterwards.
 // With a Redis tier it also removes them from Redis and, through pub/sub, from every other
 // instance's local tier; it then returns the larger of the local and the Redis count (Redis holds
 // what every instance stored). A Redis that is down is skipped (logged), never waited for.
@@ -256,8 +267,23 @@ func (c *Cache) Purge(service, pathPrefix string) int {
 func (c *Cache) purgeLocal(service, pathPrefix string) int {
 	c.storeMu.Lock()
 	defer c.storeMu.Unlock()
+	c.notePurgeLocked(purgeEvent{service: service, prefix: pathPrefix})
 	return c.removeLocked(c.idx.take(service, pathPrefix))
 }
+
+// notePurgeLocked records a purge or invalidation (storeMu held exclusively). It also moves the Redis
+// tier's epoch here, under the lock: a store that did not see this event in the log (it checked
+// before) read the epoch before this bump, so its Redis write is dropped or undone.
+func (c *Cache) notePurgeLocked(ev purgeEvent) {
+	c.purges.add(ev)
+	if c.redis != nil {
+		c.redis.epoch.Add(1)
+	}
+}
+
+// purgeSeq is the position of the purge log now: an exchange notes it before it starts and hands it
+// to store, which refuses the answer when a purge or invalidation covering it came since.
+func (c *Cache) purgeSeq() uint64 { return c.purges.seq.Load() }
 
 // removeLocked deletes already-unindexed entries from the store; storeMu must be held exclusively.
 func (c *Cache) removeLocked(es []*Entry) int {
@@ -274,46 +300,61 @@ func (c *Cache) removeLocked(es []*Entry) int {
 	return n
 }
 
-// store offers e to the store and reports whether it was admitted. It waits for ristretto to apply
-// the write (Wait) so the very next lookup sees it: a store happens once per upstream exchange, which
-// already cost a round trip, while a pending-writes map would cost a lock on every hit.
-func (c *Cache) store(e *Entry) bool {
-	return c.storeTTL(e, c.retention(e))
+// storeOutcome says what became of an offered entry.
+type storeOutcome uint8
+
+const (
+	storeAdmitted storeOutcome = iota // in the store
+	storeRefused                      // refused by the admission policy (or the cache is closed)
+	storeOutdated                     // a purge or invalidation covering it came after its fetch began
+)
+
+// store offers e, fetched from an exchange that began at purge-log position since, to the store. It
+// waits for ristretto to apply the write (Wait) so the very next lookup sees it: a store happens once
+// per upstream exchange, which already cost a round trip, while a pending-writes map would cost a lock
+// on every hit.
+func (c *Cache) store(e *Entry, since uint64) storeOutcome {
+	return c.storeTTL(e, c.retention(e), since)
 }
 
-// fill puts an entry read from the Redis tier into the local one for what remains of its retention
-// (its times are the original ones, so Age stays right).
-func (c *Cache) fill(e *Entry) {
+// fill puts an entry read from the Redis tier (by a lookup that began at purge-log position since)
+// into the local one for what remains of its retention (its times are the original ones, so Age
+// stays right).
+func (c *Cache) fill(e *Entry, since uint64) {
 	if e.Marker {
-		c.store(e)
+		c.store(e, since)
 		return
 	}
 	if ttl := c.retention(e) - e.age(c.now()); ttl > 0 {
-		c.storeTTL(e, ttl)
+		c.storeTTL(e, ttl, since)
 	}
 }
 
-// storeTTL is store with an explicit retention.
-func (c *Cache) storeTTL(e *Entry, ttl time.Duration) bool {
+// storeTTL is store with an explicit retention. The purge log is checked under storeMu: a purge
+// either came before (logged, the entry is refused) or comes after (it finds the entry indexed).
+func (c *Cache) storeTTL(e *Entry, ttl time.Duration, since uint64) storeOutcome {
 	c.storeMu.RLock()
 	defer c.storeMu.RUnlock()
 	if c.closed.Load() {
-		return false
+		return storeRefused
+	}
+	if c.purges.covers(e, since) {
+		return storeOutdated
 	}
 	c.idx.add(e)
 	if !c.rs.SetWithTTL([]byte(e.Key), e, e.cost, ttl) {
 		c.idx.remove(e)
 		c.rejected.Add(1)
-		return false
+		return storeRefused
 	}
 	c.rs.Wait()
 	if !c.idx.contains(e) {
-		return false
+		return storeRefused
 	}
 	if !e.Marker {
 		c.stores.Add(1)
 	}
-	return true
+	return storeAdmitted
 }
 
 // retention is how long the store keeps e (wall clock): its freshness plus the stale windows, plus

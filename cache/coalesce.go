@@ -9,8 +9,11 @@ type flight struct {
 	done chan struct{}
 	once sync.Once
 	// stored: the answer is now in the cache, followers look it up again. err: the leader got no
-	// answer at all; followers report the same error instead of hammering a failing upstream.
+	// answer at all; followers report the same error instead of hammering a failing upstream. retry:
+	// the leader's exchange was given up for reasons of its own (its client left): the answer says
+	// nothing about the URL, so followers join a new flight, one of them leading it.
 	stored bool
+	retry  bool
 	err    error
 }
 
@@ -40,6 +43,16 @@ func (f *flights) join(key string) (*flight, bool) {
 // followers. Only the first call has an effect, so the leader may release followers early (as soon as
 // it knows the answer will not be stored) and call finish again at the end without harm.
 func (f *flights) finish(key string, fl *flight, stored bool, err error) {
+	f.end(key, fl, func() { fl.stored, fl.err = stored, err })
+}
+
+// retry ends the flight with the retry outcome (see flight.retry); like finish, only the first call
+// has an effect.
+func (f *flights) retry(key string, fl *flight) {
+	f.end(key, fl, func() { fl.retry = true })
+}
+
+func (f *flights) end(key string, fl *flight, set func()) {
 	if fl == nil {
 		return
 	}
@@ -49,7 +62,7 @@ func (f *flights) finish(key string, fl *flight, stored bool, err error) {
 			delete(f.m, key)
 		}
 		f.mu.Unlock()
-		fl.stored, fl.err = stored, err
+		set()
 		close(fl.done)
 	})
 }

@@ -1,9 +1,6 @@
 package cache
 
-import (
-	"strings"
-	"sync"
-)
+import "sync"
 
 // index remembers which keys are stored for each service and URL, because ristretto cannot iterate
 // its keys: Purge walks a service's URLs, invalidation after an unsafe method drops one URL's entries
@@ -70,7 +67,8 @@ func (x *index) contains(e *Entry) bool {
 	return x.services[e.Service][e.Key[:e.BaseLen]][e.Key] == e
 }
 
-// take removes and returns the entries of service ("" = all services) whose URL starts with prefix.
+// take removes and returns the entries of service ("" = all services) whose URL is under prefix
+// (underPrefix: segment boundaries).
 func (x *index) take(service, prefix string) []*Entry {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -81,7 +79,7 @@ func (x *index) take(service, prefix string) []*Entry {
 		}
 		for b, keys := range bases {
 			for _, e := range keys {
-				if strings.HasPrefix(e.URL, prefix) {
+				if underPrefix(e.URL, prefix) {
 					out = append(out, e)
 					delete(keys, e.Key)
 					x.n--

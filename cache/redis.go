@@ -503,6 +503,7 @@ func (t *redisTier) lookup(r *http.Request, service, auth string, buf []byte, ba
 }
 
 func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, buf []byte, baseLen int, varyMiss bool) (*Entry, []byte, bool) {
+	since := t.c.purgeSeq() // what Redis answers may predate a purge that comes while we ask
 	if !varyMiss {
 		e, ok := t.get(ctx, service, buf, baseLen)
 		if e == nil {
@@ -513,10 +514,10 @@ func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, 
 		}
 		if !e.Marker {
 			t.hits.Add(1)
-			t.c.fill(e)
+			t.c.fill(e, since)
 			return e, buf, false
 		}
-		t.c.fill(e)
+		t.c.fill(e, since)
 		buf = appendVariantKey(buf, e.Vary, r.Header)
 	}
 	e, ok := t.get(ctx, service, buf, baseLen)
@@ -527,7 +528,7 @@ func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, 
 		return nil, buf, true
 	}
 	t.hits.Add(1)
-	t.c.fill(e)
+	t.c.fill(e, since)
 	return e, buf, false
 }
 
@@ -556,8 +557,10 @@ func (t *redisTier) get(ctx context.Context, service string, key []byte, baseLen
 	return e, true
 }
 
-// enqueue hands a stored response (and its Vary marker) to the background writers.
-func (t *redisTier) enqueue(marker, e *Entry) {
+// enqueue hands a stored response (and its Vary marker) to the background writers. epoch was read
+// before the local store checked the purge log: a purge or invalidation that store did not see has
+// moved the epoch since, and the write is dropped or undone.
+func (t *redisTier) enqueue(marker, e *Entry, epoch uint64) {
 	if !t.up.Load() {
 		t.dropped.Add(1)
 		return
@@ -567,7 +570,7 @@ func (t *redisTier) enqueue(marker, e *Entry) {
 		return
 	}
 	select {
-	case t.writes <- redisWrite{epoch: t.epoch.Load(), marker: marker, entry: e, ttl: max(ttl, time.Second)}:
+	case t.writes <- redisWrite{epoch: epoch, marker: marker, entry: e, ttl: max(ttl, time.Second)}:
 	default:
 		t.dropped.Add(1)
 	}
@@ -651,6 +654,15 @@ func lexRange(p string) (lo, hi string) {
 	return "[" + p, "(" + string(b)
 }
 
+// purgePrefixes are the member prefixes (members are URL "\x00" ...) that hold the entries under a
+// purge prefix as underPrefix defines it: the URL itself and what continues it after '/' or '?'.
+func purgePrefixes(prefix string) []string {
+	if prefix == "" || strings.HasSuffix(prefix, "/") || strings.HasSuffix(prefix, "?") {
+		return []string{prefix}
+	}
+	return []string{prefix + "\x00", prefix + "/", prefix + "?"}
+}
+
 // purge removes the entries of service ("" = all) under the path prefix from Redis and tells the
 // other instances to drop them from their local tiers. It returns the responses removed from Redis.
 func (t *redisTier) purge(service, prefix string) int {
@@ -670,19 +682,21 @@ func (t *redisTier) purge(service, prefix string) int {
 			return 0
 		}
 	}
-	lo, hi := lexRange(prefix)
 	n := 0
 	for _, svc := range services {
-		for {
-			res, err := purgeScript.Run(ctx, t.client, []string{t.lexKey(svc), t.expKey(svc)},
-				lo, hi, t.prefix+"e:"+svc+":", purgeBatch).Int64Slice()
-			if err != nil || len(res) != 2 {
-				t.fail(ctx, fmt.Errorf("purge: %v %w", res, err))
-				return n
-			}
-			n += int(res[1])
-			if res[0] < purgeBatch {
-				break
+		for _, p := range purgePrefixes(prefix) {
+			lo, hi := lexRange(p)
+			for {
+				res, err := purgeScript.Run(ctx, t.client, []string{t.lexKey(svc), t.expKey(svc)},
+					lo, hi, t.prefix+"e:"+svc+":", purgeBatch).Int64Slice()
+				if err != nil || len(res) != 2 {
+					t.fail(ctx, fmt.Errorf("purge: %v %w", res, err))
+					return n
+				}
+				n += int(res[1])
+				if res[0] < purgeBatch {
+					break
+				}
 			}
 		}
 	}

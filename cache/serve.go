@@ -2,11 +2,14 @@ package cache
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,6 +26,7 @@ type call struct {
 	fwd     string // Cache-Status fwd parameter: miss, vary-miss, stale, request
 	fetch   Fetch
 	start   time.Time
+	lead    *lead // the flight leader's exchange state, or nil
 }
 
 // Serve answers r for the given service from the cache or via fetch. It handles every method: GET and
@@ -31,7 +35,9 @@ type call struct {
 // Location / Content-Location. r.URL.Path/RawQuery are the upstream-relative path; r.Host the client's
 // host. It returns the Result for metrics, and fetch's error when nothing was written (unless a stale
 // answer could be served instead). A request that waited for a concurrent fetch and saw its context
-// end gets an error wrapping the context's error.
+// end gets an error wrapping the context's error. The request leading such a fetch does not end it by
+// leaving (see lead), and an answer whose fetch began before a purge or invalidation covering it is
+// returned to its requests but not stored.
 func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fetch Fetch) (Result, error) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -75,11 +81,11 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 			return ResultStale, nil
 		case cc.OnlyIfCached:
 			putKeyBuf(kb)
-			return c.gatewayTimeout(w)
+			return c.gatewayTimeout(w, r, service)
 		}
 	} else if cc.OnlyIfCached {
 		putKeyBuf(kb)
-		return c.gatewayTimeout(w)
+		return c.gatewayTimeout(w, r, service)
 	}
 	cl := call{r: r, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", fetch: fetch, start: now}
 	putKeyBuf(kb)
@@ -144,33 +150,65 @@ func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, fetch Fetch)
 	return ResultBypass, err
 }
 
+// ErrorWriter is implemented by a ResponseWriter given to Serve that formats the embedding server's
+// own error answers. The cache uses it for the one answer it makes itself (504 to only-if-cached), so
+// that it looks like every other error of the server; without it the cache writes the gateway's JSON
+// shape ({"error", "service", "status"}) itself.
+type ErrorWriter interface {
+	WriteError(r *http.Request, status int, service, msg string)
+}
+
 // gatewayTimeout answers only-if-cached requests the cache cannot satisfy (RFC 9111 §5.2.1.7).
-func (c *Cache) gatewayTimeout(w http.ResponseWriter) (Result, error) {
+func (c *Cache) gatewayTimeout(w http.ResponseWriter, r *http.Request, service string) (Result, error) {
 	c.misses.Add(1)
 	w.Header()["Cache-Status"] = []string{c.opts.Name + "; detail=only-if-cached"}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	const msg = "not in cache (only-if-cached)"
+	if ew, ok := w.(ErrorWriter); ok {
+		ew.WriteError(r, http.StatusGatewayTimeout, service, msg)
+		return ResultMiss, nil
+	}
+	body, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Service string `json:"service"`
+		Status  int    `json:"status"`
+	}{msg, service, http.StatusGatewayTimeout})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(http.StatusGatewayTimeout)
-	_, _ = w.Write([]byte("not in cache\n"))
+	_, _ = w.Write(append(body, '\n'))
 	return ResultMiss, nil
 }
 
 // forward coalesces a GET miss (or revalidation) with identical concurrent ones: the first request
 // leads and fetches; the others wait (bounded by their context) and then use the stored answer, or
-// fetch on their own when the answer was not storable.
+// fetch on their own when the answer was not storable. When the leader gives its exchange up (its
+// client left and nobody could use the answer), the waiters start over and one of them leads.
 func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 	if cl.r.Method != http.MethodGet || c.pass.known(cl.key, cl.start) {
 		return c.fetchOnce(w, cl, nil)
 	}
-	fl, leader := c.fl.join(cl.key)
-	if !leader {
-		c.coalesced.Add(1)
-		if c.hookFollower != nil {
-			c.hookFollower()
+	counted := false
+	for {
+		fl, leader := c.fl.join(cl.key)
+		if leader {
+			return c.leadFlight(w, cl, fl)
+		}
+		if !counted {
+			counted = true
+			c.coalesced.Add(1)
+			if c.hookFollower != nil {
+				c.hookFollower()
+			}
 		}
 		select {
 		case <-fl.done:
 		case <-cl.r.Context().Done():
 			return ResultMiss, fmt.Errorf("cache: waiting for a concurrent fetch of %q: %w", cl.r.URL.Path, context.Cause(cl.r.Context()))
+		}
+		if fl.retry {
+			continue
 		}
 		if fl.err != nil {
 			if c.canStaleIfError(cl.cand, c.now()) {
@@ -190,6 +228,12 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 		}
 		return c.fetchOnce(w, cl, nil)
 	}
+}
+
+// leadFlight makes the exchange others wait on. Its request's context does not end with the client's
+// (see lead): the followers would otherwise all go upstream at once the moment the leader's client
+// hangs up.
+func (c *Cache) leadFlight(w http.ResponseWriter, cl call, fl *flight) (Result, error) {
 	// Another leader may have stored the answer between our lookup and join.
 	if e, age := c.relookup(cl); e != nil && e != cl.cand && usable(e, &cl.cc, age) {
 		c.fl.finish(cl.key, fl, true, nil)
@@ -197,7 +241,71 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 		c.writeEntry(w, cl.r, e, age, "hit")
 		return ResultHit, nil
 	}
+	l := c.newLead(cl.r)
+	defer l.end()
+	cl.r, cl.lead = l.r, l
 	return c.fetchOnce(w, cl, fl)
+}
+
+// orphanLimit bounds how long a leader's exchange goes on after its client left.
+const orphanLimit = time.Minute
+
+// lead is the exchange of a flight leader. Its request runs on a context detached from the client's,
+// so that the answer the followers wait for still arrives (and is stored) when the leader's client
+// hangs up; the exchange stays bounded by Fetch's own timeout and, once the client is gone, by
+// orphanLimit. As soon as the answer turns out not to be storable (nobody but the client could use
+// it), a gone client ends it as it would any exchange.
+type lead struct {
+	r       *http.Request // the leader's request on the detached context
+	client  context.Context
+	cancel  context.CancelFunc
+	useless atomic.Bool // the answer will not be stored
+	stop    func() bool // unregisters the client-gone callback
+
+	mu    sync.Mutex
+	timer *time.Timer // orphanLimit, armed when the client leaves
+}
+
+func (c *Cache) newLead(r *http.Request) *lead {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	l := &lead{r: r.WithContext(ctx), client: r.Context(), cancel: cancel}
+	l.stop = context.AfterFunc(r.Context(), func() {
+		if c.hookOrphan != nil {
+			c.hookOrphan()
+		}
+		if l.useless.Load() {
+			cancel()
+			return
+		}
+		l.mu.Lock()
+		if ctx.Err() == nil {
+			l.timer = time.AfterFunc(c.orphanLimit, cancel)
+		}
+		l.mu.Unlock()
+	})
+	return l
+}
+
+// notNeeded says the answer will not be stored: only the leader's client needs it now.
+func (l *lead) notNeeded() {
+	if l == nil {
+		return
+	}
+	l.useless.Store(true)
+	if l.client.Err() != nil {
+		l.cancel()
+	}
+}
+
+// end releases the exchange's context and timer.
+func (l *lead) end() {
+	l.stop()
+	l.cancel() // before taking mu: the callback arms no timer after this
+	l.mu.Lock()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.mu.Unlock()
 }
 
 // relookup finds the current entry for the call's request again.
@@ -237,29 +345,51 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			up.Header["If-Modified-Since"] = []string{lm}
 		}
 	}
+	since := c.purgeSeq() // before the request leaves: a purge from now on may predate the answer
 	reqTime := c.now()
 	sie := c.canStaleIfError(cand, reqTime)
 	rec := newRecorder(w)
 	rec.maxBody = c.opts.MaxItemSize
+	rec.orphanable = cl.lead != nil
 	rec.holdStatus = func(status int) bool {
 		return (revalidate && status == http.StatusNotModified) || (sie && isServerError(status))
 	}
 	rec.onHeader = func(rec *recorder) string {
+		if r.Context().Err() != nil {
+			// Our own exchange was ended (its client left, or a leader's exchange was given up), and
+			// the status Fetch reports for that (Caddy writes 499) says nothing about the URL: not
+			// remembered as uncacheable, and the followers start over.
+			rec.record = false
+			c.fl.retry(cl.key, fl)
+			return ""
+		}
 		d := c.decideStore(r, rec.status, rec.header)
+		if d.ok && c.purgedSince(r, cl.service, since) {
+			// Storable, but a purge or invalidation came while it was fetched: it will not be
+			// stored (storeTTL), so neither record it nor claim it. Says nothing about the URL.
+			d = storeDecision{detail: "purged"}
+		} else if !d.ok && r.Method == http.MethodGet {
+			c.pass.remember(cl.key, reqTime)
+		}
 		rec.record = d.ok
 		if !d.ok {
 			c.fl.finish(cl.key, fl, false, nil) // followers need not wait for the body
-			if r.Method == http.MethodGet {
-				c.pass.remember(cl.key, reqTime)
-			}
+			cl.lead.notNeeded()
 		}
-		rec.onAbandon = func() { c.fl.finish(cl.key, fl, false, nil) }
+		rec.onAbandon = func() {
+			c.fl.finish(cl.key, fl, false, nil)
+			cl.lead.notNeeded()
+		}
 		var b strings.Builder
 		b.Grow(len(c.opts.Name) + 40)
 		b.WriteString(c.opts.Name)
 		b.WriteString("; fwd=")
 		b.WriteString(cl.fwd)
-		if d.ok {
+		if d.ok && (rec.contentLen >= 0 || rec.status == http.StatusNoContent) {
+			// Claimed only when the length is announced: an answer of unknown length may outgrow
+			// max_item_size after this header has left, and a complete answer must not claim a
+			// store that did not happen. (An announced length the upstream then breaks off is a
+			// truncated answer the client sees as failed.)
 			b.WriteString("; stored")
 		} else if d.detail != "" {
 			b.WriteString("; detail=")
@@ -273,7 +403,11 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		rec.WriteHeader(http.StatusOK) // the upstream answered with an empty 200
 	}
 	if err != nil && !rec.wroteHeader {
-		c.fl.finish(cl.key, fl, false, err)
+		if r.Context().Err() != nil {
+			c.fl.retry(cl.key, fl) // as in onHeader: our own exchange was ended
+		} else {
+			c.fl.finish(cl.key, fl, false, err)
+		}
 		if sie {
 			c.stale.Add(1)
 			c.writeEntry(w, r, cand, cand.age(respTime), "fwd=stale; detail=stale-if-error")
@@ -295,7 +429,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 				cl.cand = nil
 				return c.fetchOnce(w, cl, nil)
 			}
-			stored := c.storeResponse(r, ne)
+			stored := c.storeResponse(r, ne, since)
 			c.fl.finish(cl.key, fl, stored, nil)
 			c.revalidated.Add(1)
 			c.writeEntry(w, r, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
@@ -308,7 +442,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	}
 	stored := false
 	if err == nil && rec.complete() {
-		stored = c.storeResponse(r, c.newEntry(cl, rec, reqTime, respTime))
+		stored = c.storeResponse(r, c.newEntry(cl, rec, reqTime, respTime), since)
 	}
 	if stored {
 		c.pass.forget(cl.key)
@@ -316,6 +450,19 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	c.fl.finish(cl.key, fl, stored, nil)
 	c.misses.Add(1)
 	return ResultMiss, nil
+}
+
+// purgedSince reports whether a purge or invalidation since the purge-log position since covers r's
+// URL (any variant, any credential): an answer to r fetched from before it would be refused.
+func (c *Cache) purgedSince(r *http.Request, service string, since uint64) bool {
+	if c.purgeSeq() == since {
+		return false
+	}
+	base := appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)
+	probe := Entry{Service: service, URL: requestURL(r), Key: string(base), BaseLen: len(base)}
+	c.storeMu.RLock()
+	defer c.storeMu.RUnlock()
+	return c.purges.covers(&probe, since)
 }
 
 func isServerError(status int) bool {
@@ -390,31 +537,40 @@ func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.T
 }
 
 // storeResponse computes e's key from the request (primary key, plus the variant part when the
-// response has Vary, in which case a Vary marker goes under the primary key) and stores it.
-func (c *Cache) storeResponse(r *http.Request, e *Entry) bool {
+// response has Vary, in which case a Vary marker goes under the primary key) and stores it, unless a
+// purge or invalidation covering it came after since (the purge-log position noted before its
+// exchange began): then it is stored nowhere, Redis included, and only its own requests get it.
+func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
 	vary, star := varyNames(e.Header)
 	if star {
 		return false
+	}
+	// Read before the purge log is checked: a purge this store does not see bumps it afterwards.
+	var epoch uint64
+	if c.redis != nil {
+		epoch = c.redis.epoch.Load()
 	}
 	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), r.URL.RawQuery)
 	e.BaseLen = len(buf)
 	buf = appendAuthKey(buf, r.Header.Get("Authorization"))
 	var m *Entry
-	ok := true
+	res := storeAdmitted
 	if len(vary) > 0 {
 		m = &Entry{Key: string(buf), BaseLen: e.BaseLen, Service: e.Service, URL: e.URL, Marker: true, Vary: vary}
 		m.prepare(&c.opts)
-		ok = c.store(m)
+		res = c.store(m, since)
 		buf = appendVariantKey(buf, vary, r.Header)
 		e.Vary = vary
 	}
 	e.Key = string(buf)
 	e.prepare(&c.opts)
-	ok = ok && c.store(e)
-	if c.redis != nil && !c.closed.Load() {
-		c.redis.enqueue(m, e) // even if the local admission policy refused it
+	if res == storeAdmitted {
+		res = c.store(e, since)
 	}
-	return ok
+	if res != storeOutdated && c.redis != nil && !c.closed.Load() {
+		c.redis.enqueue(m, e, epoch) // even if the local admission policy refused it
+	}
+	return res == storeAdmitted
 }
 
 func pathOf(r *http.Request) string {
@@ -510,32 +666,70 @@ func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request, service stri
 	sw := &statusWriter{ResponseWriter: w}
 	sw.onStatus = func(status int) {
 		if status >= 200 && status < 400 {
-			c.invalidate(r, service, w.Header())
+			c.invalidate(r, service, w.Header(), upstreamBasePath(w))
 		}
 	}
 	return ResultBypass, fetch(sw, r)
 }
 
-// invalidate removes the entries for r's URL and for same-service relative Location and
-// Content-Location references in the answer's header.
-func (c *Cache) invalidate(r *http.Request, service string, h http.Header) {
+// UpstreamBaser is implemented by a ResponseWriter given to Serve (or one it unwraps to) when the
+// service's upstream URLs have a base path that Fetch puts in front of the request path. Entries are
+// keyed by the path without it, while an upstream's Location / Content-Location carries it: the cache
+// strips it to find the entries those name.
+type UpstreamBaser interface {
+	// UpstreamBasePath is the base path, escaped, without a trailing slash ("" for none).
+	UpstreamBasePath() string
+}
+
+// upstreamBasePath asks w (or what it unwraps to) for the service's upstream base path.
+func upstreamBasePath(w http.ResponseWriter) string {
+	for range 8 {
+		switch t := w.(type) {
+		case UpstreamBaser:
+			return t.UpstreamBasePath()
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return ""
+		}
+	}
+	return ""
+}
+
+// invalidate removes the entries for r's URL and for same-service Location and Content-Location
+// references in the answer's header. Only path-absolute references count (same origin: the upstream
+// itself); they are upstream paths, so basePath (the service's upstream base path) is stripped, and a
+// reference outside it names nothing this service stores.
+func (c *Cache) invalidate(r *http.Request, service string, h http.Header, basePath string) {
 	refs := []baseRef{{url: requestURL(r), base: appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)}}
 	for _, f := range []string{"Location", "Content-Location"} {
 		v := h.Get(f)
 		if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
 			continue
 		}
-		if u, err := url.Parse(v); err == nil {
-			p := u.RawPath
-			if p == "" {
-				p = u.Path
-			}
-			ref := baseRef{url: p, base: appendBaseKey(nil, r.Host, service, p, u.RawQuery)}
-			if u.RawQuery != "" {
-				ref.url += "?" + u.RawQuery
-			}
-			refs = append(refs, ref)
+		u, err := url.Parse(v)
+		if err != nil {
+			continue
 		}
+		p := u.RawPath
+		if p == "" {
+			p = u.Path
+		}
+		if basePath != "" {
+			rest, ok := strings.CutPrefix(p, basePath)
+			if !ok || (rest != "" && rest[0] != '/') {
+				continue
+			}
+			if rest == "" {
+				rest = "/"
+			}
+			p = rest
+		}
+		ref := baseRef{url: p, base: appendBaseKey(nil, r.Host, service, p, u.RawQuery)}
+		if u.RawQuery != "" {
+			ref.url += "?" + u.RawQuery
+		}
+		refs = append(refs, ref)
 	}
 	bases := make([][]byte, len(refs))
 	for i, ref := range refs {
@@ -554,6 +748,7 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header) {
 func (c *Cache) invalidateLocal(service string, bases [][]byte) {
 	c.storeMu.Lock()
 	defer c.storeMu.Unlock()
+	c.notePurgeLocked(purgeEvent{service: service, bases: bases})
 	for _, b := range bases {
 		c.removeLocked(c.idx.takeBase(service, string(b)))
 	}

@@ -28,10 +28,14 @@ type recorder struct {
 	body        []byte
 	snapshot    http.Header // header of the final answer as received, for storing
 	written     int64
-	failed      bool // writing to the client failed: the copy may be incomplete
-	onAbandon   func()
-	holdStatus  func(status int) bool
-	contentLen  int64 // -1 when unknown
+	failed      bool  // writing to the client failed: the copy may be incomplete
+	clientErr   error // why, returned to Fetch once nobody needs the rest of the body
+	// orphanable: the copy is wanted by others (the followers of a flight), so a client that went
+	// away does not stop it; the rest of the answer is read and recorded, just not sent.
+	orphanable bool
+	onAbandon  func()
+	holdStatus func(status int) bool
+	contentLen int64 // -1 when unknown
 }
 
 func newRecorder(w http.ResponseWriter) *recorder {
@@ -48,17 +52,14 @@ func (r *recorder) Header() http.Header {
 }
 
 // WriteHeader decides, on the first final status, whether to hold the answer back and whether to
-// record it, then forwards header and status to the client unless held. 1xx answers pass straight on.
+// record it, then forwards header and status to the client unless held. 1xx answers pass straight on,
+// with the fields Fetch set for them (see writeInterim).
 func (r *recorder) WriteHeader(status int) {
 	if r.wroteHeader {
 		return
 	}
 	if status < 200 {
-		dst := r.w.Header()
-		for k, vs := range r.header {
-			dst[k] = vs
-		}
-		r.w.WriteHeader(status)
+		r.writeInterim(status)
 		return
 	}
 	r.status = status
@@ -91,8 +92,37 @@ func (r *recorder) WriteHeader(status int) {
 	r.w.WriteHeader(status)
 }
 
+// writeInterim sends a 1xx answer (103 Early Hints...) with the fields in our map, which is where
+// Fetch put them (Caddy's reverse proxy copies the 1xx fields into Header(), writes the status, then
+// takes them out again). The client's map gets them only for the 1xx and is then put back as it was:
+// left there they would go out again with the final answer, as fields the upstream never sent for it.
+// They are never stored, since Fetch removes them from our map.
+func (r *recorder) writeInterim(status int) {
+	dst := r.w.Header()
+	var saved map[string][]string
+	for k, vs := range r.header {
+		if old, ok := dst[k]; ok {
+			if saved == nil {
+				saved = make(map[string][]string)
+			}
+			saved[k] = old
+		}
+		dst[k] = vs
+	}
+	r.w.WriteHeader(status)
+	for k := range r.header {
+		if old, ok := saved[k]; ok {
+			dst[k] = old
+		} else {
+			delete(dst, k)
+		}
+	}
+}
+
 // Write streams p to the client and appends it to the copy while the copy stays within maxBody; the
-// moment it would not, the copy is dropped (never more than maxBody bytes are held).
+// moment it would not, the copy is dropped (never more than maxBody bytes are held). When the client
+// is gone, an orphanable recorder goes on recording (and says the write succeeded, so that Fetch keeps
+// reading the upstream) for as long as the copy is kept.
 func (r *recorder) Write(p []byte) (int, error) {
 	if !r.wroteHeader {
 		r.WriteHeader(http.StatusOK)
@@ -113,10 +143,19 @@ func (r *recorder) Write(p []byte) (int, error) {
 			r.body = append(r.body, p...)
 		}
 	}
+	if r.failed && r.orphanable {
+		if r.record {
+			return len(p), nil
+		}
+		return 0, r.clientErr
+	}
 	n, err := r.w.Write(p)
 	r.written += int64(n)
 	if err != nil {
-		r.failed = true
+		r.failed, r.clientErr = true, err
+		if r.orphanable && r.record {
+			return len(p), nil
+		}
 		r.abandon()
 	}
 	return n, err
@@ -134,7 +173,8 @@ func (r *recorder) abandon() {
 	}
 }
 
-// FlushError flushes the client connection (streaming answers), unless the answer is held back.
+// FlushError flushes the client connection (streaming answers), unless the answer is held back. An
+// orphanable recorder whose client is gone reports no error while it records (see Write).
 func (r *recorder) FlushError() error {
 	if !r.wroteHeader {
 		r.WriteHeader(http.StatusOK)
@@ -142,7 +182,15 @@ func (r *recorder) FlushError() error {
 	if r.held {
 		return nil
 	}
-	return http.NewResponseController(r.w).Flush()
+	if r.failed && r.orphanable && r.record {
+		return nil
+	}
+	err := http.NewResponseController(r.w).Flush()
+	if err != nil && r.orphanable && r.record {
+		r.failed, r.clientErr = true, err
+		return nil
+	}
+	return err
 }
 
 // Flush implements http.Flusher for callers that test for it.
@@ -151,9 +199,10 @@ func (r *recorder) Flush() { _ = r.FlushError() }
 // Unwrap lets http.ResponseController reach the client's writer (deadlines, hijacking).
 func (r *recorder) Unwrap() http.ResponseWriter { return r.w }
 
-// complete reports whether the recorded copy is the whole body the upstream announced.
+// complete reports whether the recorded copy is the whole body the upstream announced. (A client
+// write failure drops the copy unless the recorder is orphanable, in which case it does not matter.)
 func (r *recorder) complete() bool {
-	return r.record && !r.failed && (r.contentLen < 0 || r.contentLen == int64(len(r.body)))
+	return r.record && (!r.failed || r.orphanable) && (r.contentLen < 0 || r.contentLen == int64(len(r.body)))
 }
 
 // statusWriter passes everything through and remembers the status; it serves unsafe methods, whose

@@ -1,0 +1,526 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// goneWriter is a client that hung up: every write fails.
+type goneWriter struct{ h http.Header }
+
+var errGone = errors.New("client gone")
+
+func (g *goneWriter) Header() http.Header {
+	if g.h == nil {
+		g.h = make(http.Header)
+	}
+	return g.h
+}
+func (g *goneWriter) Write([]byte) (int, error) { return 0, errGone }
+func (g *goneWriter) WriteHeader(int)           {}
+
+// TestCoalescingLeaderLeaves: the leader's client hangs up while n followers wait on its exchange;
+// the exchange goes on without it (its writes fail, its context is cancelled), so the upstream still
+// sees one request and every follower gets the stored answer.
+func TestCoalescingLeaderLeaves(t *testing.T) {
+	const n = 50
+	body := strings.Repeat("b", 64<<10) // several writes: the copy must survive the failing client
+	release := make(chan struct{})
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return // the leader's exchange was cancelled: the bug
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write([]byte(body))
+	})
+	c := newTestCache(t, nil, Options{})
+	var waiting sync.WaitGroup
+	waiting.Add(n)
+	c.hookFollower = waiting.Done
+	orphaned := make(chan struct{})
+	c.hookOrphan = func() { close(orphaned) }
+	fetch := o.fetch()
+
+	ctx, hangUp := context.WithCancel(context.Background())
+	leaderDone := make(chan error, 1)
+	go func() {
+		_, err := c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx), "svc", fetch)
+		leaderDone <- err
+	}()
+	for o.calls.Load() == 0 { // the leader's exchange is in the upstream
+		runtimeGosched()
+	}
+	var wg sync.WaitGroup
+	results := make([]Result, n)
+	recs := make([]*httptest.ResponseRecorder, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs[i] = httptest.NewRecorder()
+			results[i], _ = c.Serve(recs[i], httptest.NewRequest("GET", "/slow", nil), "svc", fetch)
+		}()
+	}
+	waiting.Wait()
+	hangUp()
+	<-orphaned // the cache saw the client leave and kept the exchange
+	close(release)
+	wg.Wait()
+	if err := <-leaderDone; err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+	if got := o.calls.Load(); got != 1 {
+		t.Fatalf("upstream calls = %d, want 1", got)
+	}
+	for i := range n {
+		if results[i] != ResultCollapsed || recs[i].Code != 200 || recs[i].Body.String() != body {
+			t.Fatalf("follower %d: %v %d (%d bytes)", i, results[i], recs[i].Code, recs[i].Body.Len())
+		}
+	}
+}
+
+// TestOrphanedExchangeEndsWhenUseless: once the leader's client is gone, an answer that turns out not
+// to be storable has nobody left to serve, and its exchange is cancelled at once.
+func TestOrphanedExchangeEndsWhenUseless(t *testing.T) {
+	release := make(chan struct{})
+	cancelled := make(chan struct{})
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // a body that never ends, unless the gateway hangs up
+		close(cancelled)
+	})
+	c := newTestCache(t, nil, Options{})
+	orphaned := make(chan struct{})
+	c.hookOrphan = func() { close(orphaned) }
+	ctx, hangUp := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/stream", nil).WithContext(ctx), "svc", o.fetch())
+	}()
+	for o.calls.Load() == 0 {
+		runtimeGosched()
+	}
+	hangUp()
+	<-orphaned
+	close(release)
+	<-cancelled
+	<-done
+}
+
+// TestLeaderGivesUpFollowersRetry: a leader whose exchange is given up (its client left and
+// orphanLimit passed) hands over: the followers start a new flight, one of them leading, instead of
+// all going upstream; and the key is not remembered as uncacheable.
+func TestLeaderGivesUpFollowersRetry(t *testing.T) {
+	const n = 20
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("first") != "" {
+			<-r.Context().Done() // only the given-up exchange ends this one
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write([]byte("fresh"))
+	})
+	c := newTestCache(t, nil, Options{})
+	c.orphanLimit = 0 // give up the moment the client leaves
+	var waiting sync.WaitGroup
+	waiting.Add(n)
+	c.hookFollower = waiting.Done
+	fetch := o.fetch()
+	var first atomic.Bool
+	first.Store(true)
+	leaderFetch := func(w http.ResponseWriter, r *http.Request) error {
+		if first.Swap(false) {
+			r = r.Clone(r.Context())
+			r.URL.RawQuery = "first=1"
+		}
+		return fetch(w, r)
+	}
+	ctx, hangUp := context.WithCancel(context.Background())
+	leader := make(chan struct{})
+	go func() {
+		defer close(leader)
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/k", nil).WithContext(ctx), "svc", leaderFetch)
+	}()
+	for o.calls.Load() == 0 {
+		runtimeGosched()
+	}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, res, err := do(t, c, leaderFetch, "GET", "/k")
+			if err != nil || w.Code != 200 || w.Body.String() != "fresh" || (res != ResultMiss && res != ResultCollapsed) {
+				t.Errorf("follower: %v %v %d %q", res, err, w.Code, w.Body.String())
+			}
+		}()
+	}
+	waiting.Wait()
+	hangUp()
+	wg.Wait()
+	<-leader
+	if got := o.calls.Load(); got != 2 {
+		t.Fatalf("upstream calls = %d, want 2 (the given-up one, then one new leader)", got)
+	}
+	if c.pass.known(string(appendBaseKey(nil, "example.com", "svc", "/k", "")), c.now()) {
+		t.Fatal("a given-up exchange marked the key uncacheable")
+	}
+}
+
+// TestStoreAfterPurge: an answer whose exchange began before a purge or an invalidation covering its
+// URL still reaches its own request, but is not stored; one not covered is stored.
+func TestStoreAfterPurge(t *testing.T) {
+	tests := []struct {
+		name   string
+		during func(c *Cache, fetch Fetch)
+		stored bool
+	}{
+		{"purge all", func(c *Cache, _ Fetch) { c.Purge("", "") }, false},
+		{"purge service", func(c *Cache, _ Fetch) { c.Purge("svc", "") }, false},
+		{"purge path", func(c *Cache, _ Fetch) { c.Purge("svc", "/item") }, false},
+		{"post same url", func(c *Cache, f Fetch) { do(t, c, f, "POST", "/item?k=1") }, false},
+		{"post with location", func(c *Cache, f Fetch) { do(t, c, f, "POST", "/create") }, false},
+		{"purge other service", func(c *Cache, _ Fetch) { c.Purge("other", "") }, true},
+		{"purge sibling path", func(c *Cache, _ Fetch) { c.Purge("svc", "/item2") }, true},
+		{"post other url", func(c *Cache, f Fetch) { do(t, c, f, "POST", "/elsewhere") }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			arrived := make(chan struct{}, 1)
+			release := make(chan struct{})
+			o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != "GET" {
+					if r.URL.Path == "/create" {
+						w.Header().Set("Location", "/item?k=1")
+					}
+					w.WriteHeader(201)
+					return
+				}
+				arrived <- struct{}{}
+				<-release
+				w.Header().Set("Cache-Control", "max-age=60")
+				_, _ = w.Write([]byte("before"))
+			})
+			c := newTestCache(t, nil, Options{})
+			fetch := o.fetch()
+			got := make(chan *httptest.ResponseRecorder)
+			go func() {
+				w, _, _ := do(t, c, fetch, "GET", "/item?k=1")
+				got <- w
+			}()
+			<-arrived
+			tt.during(c, fetch)
+			close(release)
+			w := <-got
+			if w.Code != 200 || w.Body.String() != "before" {
+				t.Fatalf("own request: %d %q", w.Code, w.Body.String())
+			}
+			if claim := strings.Contains(w.Header().Get("Cache-Status"), "; stored"); claim != tt.stored {
+				t.Fatalf("own request's Cache-Status %q", w.Header().Get("Cache-Status"))
+			}
+			_, res, _ := do(t, c, fetch, "GET", "/item?k=1", "Cache-Control", "only-if-cached")
+			if stored := res == ResultHit; stored != tt.stored {
+				t.Fatalf("stored = %v, want %v", stored, tt.stored)
+			}
+		})
+	}
+}
+
+// TestPurgeLogOverflow: an exchange that spans more purges than the log keeps is not stored.
+func TestPurgeLogOverflow(t *testing.T) {
+	c := newTestCache(t, nil, Options{})
+	e := &Entry{Service: "svc", URL: "/a", Key: "k", BaseLen: 1}
+	since := c.purgeSeq()
+	for range purgeLogSize - 1 {
+		c.purgeLocal("other", "")
+	}
+	if c.purges.covers(e, since) {
+		t.Fatal("covered by unrelated purges still in the log")
+	}
+	c.purgeLocal("other", "")
+	if !c.purges.covers(e, since) {
+		t.Fatal("not covered once the log no longer reaches back to the exchange")
+	}
+}
+
+// TestUnderPrefix: purge paths match at segment boundaries.
+func TestUnderPrefix(t *testing.T) {
+	tests := []struct {
+		url, prefix string
+		want        bool
+	}{
+		{"/x", "", true},
+		{"/x", "/x", true},
+		{"/x?a=1", "/x", true},
+		{"/x/y", "/x", true},
+		{"/x2", "/x", false},
+		{"/xy/z", "/x", false},
+		{"/x", "/x/", false},
+		{"/x/y", "/x/", true},
+		{"/x?a=1", "/x?", true},
+		{"/x", "/x?", false},
+		{"/x?a=12", "/x?a=1", false},
+		{"/x?a=1&b", "/x?a=1", false},
+		{"/cacheable/item2", "/cacheable/it", false},
+	}
+	for _, tt := range tests {
+		if got := underPrefix(tt.url, tt.prefix); got != tt.want {
+			t.Errorf("underPrefix(%q, %q) = %v", tt.url, tt.prefix, got)
+		}
+	}
+}
+
+// TestPurgeSegmentBoundary: Purge removes the path, its queries and what is below it, never a sibling
+// that merely starts with the same characters.
+func TestPurgeSegmentBoundary(t *testing.T) {
+	o := newOrigin(t, nil, respond(200, "x", "Cache-Control", "max-age=60"))
+	urls := []string{"/x", "/x?a=1", "/x/y", "/x2", "/xy/z"}
+	tests := []struct {
+		prefix string
+		gone   []string
+	}{
+		{"/x", []string{"/x", "/x?a=1", "/x/y"}},
+		{"/x/", []string{"/x/y"}},
+		{"/x?", []string{"/x?a=1"}},
+		{"/x2", []string{"/x2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix, func(t *testing.T) {
+			c := newTestCache(t, nil, Options{})
+			for _, u := range urls {
+				do(t, c, o.fetch(), "GET", u)
+			}
+			if n := c.Purge("svc", tt.prefix); n != len(tt.gone) {
+				t.Fatalf("removed %d, want %d", n, len(tt.gone))
+			}
+			for _, u := range urls {
+				_, res, _ := do(t, c, o.fetch(), "GET", u, "Cache-Control", "only-if-cached")
+				if gone := res != ResultHit; gone != slicesContains(tt.gone, u) {
+					t.Errorf("%s: gone = %v", u, gone)
+				}
+			}
+		})
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// TestInterimHeadersDoNotLeak: a 103 reaches the client with its fields, which then appear neither on
+// the final answer nor on the stored one.
+func TestInterimHeadersDoNotLeak(t *testing.T) {
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("X-Hint-Secret", "from-103")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Hint-Secret")
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write([]byte("final"))
+	})
+	c := newTestCache(t, nil, Options{})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Front", "own") // a field of the gateway's own, sent with every answer
+		if _, err := c.Serve(w, r, "svc", o.fetch()); err != nil {
+			w.WriteHeader(502)
+		}
+	}))
+	defer front.Close()
+	for _, want := range []string{"fwd=miss", "hit"} {
+		var hints []textproto.MIMEHeader
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				hints = append(hints, h)
+				return nil
+			},
+		})
+		req, _ := http.NewRequestWithContext(ctx, "GET", front.URL+"/page", nil)
+		resp, err := front.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if !strings.Contains(resp.Header.Get("Cache-Status"), want) {
+			t.Fatalf("Cache-Status %q, want %s", resp.Header.Get("Cache-Status"), want)
+		}
+		if resp.Header.Get("Link") != "" || resp.Header.Get("X-Hint-Secret") != "" || resp.Header.Get("X-Front") != "own" {
+			t.Fatalf("%s: final header %v", want, resp.Header)
+		}
+		if want == "fwd=miss" && (len(hints) != 1 || hints[0].Get("Link") == "" || hints[0].Get("X-Hint-Secret") != "from-103") {
+			t.Fatalf("103 fields: %v", hints)
+		}
+	}
+}
+
+// baseWriter is a ResponseWriter that knows its service's upstream base path.
+type baseWriter struct {
+	*httptest.ResponseRecorder
+	base string
+}
+
+func (b baseWriter) UpstreamBasePath() string { return b.base }
+
+// TestLocationThroughBasePath: Location / Content-Location are upstream paths, which carry the
+// service's upstream base path; the cache strips it to find the entries they name.
+func TestLocationThroughBasePath(t *testing.T) {
+	tests := []struct {
+		name, base, location string
+		gone                 []string
+	}{
+		{"base stripped", "/v1", "/v1/item", []string{"/item"}},
+		{"content location with query", "/v1", "/v1/item?k=1", []string{"/item?k=1"}},
+		{"outside the base path", "/v1", "/item", nil},
+		{"look-alike base", "/v1", "/v10/item", nil},
+		{"no base path", "", "/item", []string{"/item"}},
+		{"absolute url ignored", "/v1", "http://elsewhere/v1/item", nil},
+	}
+	urls := []string{"/item", "/item?k=1", "/v1/item"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			field := "Location"
+			if strings.Contains(tt.name, "content") {
+				field = "Content-Location"
+			}
+			o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == "POST" {
+					w.Header().Set(field, tt.location)
+					w.WriteHeader(201)
+					return
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				_, _ = w.Write([]byte("x"))
+			})
+			c := newTestCache(t, nil, Options{})
+			for _, u := range urls {
+				do(t, c, o.fetch(), "GET", u)
+			}
+			w := baseWriter{httptest.NewRecorder(), tt.base}
+			if _, err := c.Serve(w, httptest.NewRequest("POST", "/create", nil), "svc", o.fetch()); err != nil || w.Code != 201 {
+				t.Fatalf("POST: %v %d", err, w.Code)
+			}
+			for _, u := range urls {
+				_, res, _ := do(t, c, o.fetch(), "GET", u, "Cache-Control", "only-if-cached")
+				if gone := res != ResultHit; gone != slicesContains(tt.gone, u) {
+					t.Errorf("%s: gone = %v", u, gone)
+				}
+			}
+		})
+	}
+}
+
+// errorWriter is a ResponseWriter that formats errors itself (as the gateway does).
+type errorWriter struct {
+	*httptest.ResponseRecorder
+	calls int
+}
+
+func (e *errorWriter) WriteError(r *http.Request, status int, service, msg string) {
+	e.calls++
+	e.Header().Set("Content-Type", "application/json")
+	e.WriteHeader(status)
+	_, _ = e.Write([]byte(`{"from":"server"}`))
+}
+
+// TestOnlyIfCachedMissIsJSON: the cache's own 504 is the gateway's JSON error, through the server's
+// ErrorWriter when it has one.
+func TestOnlyIfCachedMissIsJSON(t *testing.T) {
+	o := newOrigin(t, nil, respond(200, "x", "Cache-Control", "max-age=60"))
+	c := newTestCache(t, nil, Options{})
+	w, res, err := do(t, c, o.fetch(), "GET", "/none", "Cache-Control", "only-if-cached")
+	if err != nil || res != ResultMiss || w.Code != 504 || w.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("%v %v %d %v", res, err, w.Code, w.Header())
+	}
+	var body struct {
+		Error   string `json:"error"`
+		Service string `json:"service"`
+		Status  int    `json:"status"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Status != 504 || body.Service != "svc" || body.Error == "" {
+		t.Fatalf("body %q: %v", w.Body.String(), err)
+	}
+	if !strings.Contains(w.Header().Get("Cache-Status"), "only-if-cached") || o.calls.Load() != 0 {
+		t.Fatalf("Cache-Status %q, calls %d", w.Header().Get("Cache-Status"), o.calls.Load())
+	}
+	ew := &errorWriter{ResponseRecorder: httptest.NewRecorder()}
+	r := httptest.NewRequest("GET", "/none", nil)
+	r.Header.Set("Cache-Control", "only-if-cached")
+	if _, err := c.Serve(ew, r, "svc", o.fetch()); err != nil || ew.calls != 1 || ew.Code != 504 || ew.Body.String() != `{"from":"server"}` {
+		t.Fatalf("ErrorWriter: %v %d %d %q", err, ew.calls, ew.Code, ew.Body.String())
+	}
+}
+
+// TestStoredClaim: Cache-Status says "stored" only for answers of announced length, whose store is
+// certain once the body arrives; an answer of unknown length may outgrow max_item_size later.
+func TestStoredClaim(t *testing.T) {
+	tests := []struct {
+		name    string
+		chunked bool
+		size    int
+		claim   bool
+		stored  bool
+	}{
+		{"announced length", false, 100, true, true},
+		{"unknown length, small", true, 100, false, true},
+		{"unknown length, too large", true, 3000, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=60")
+				if tt.chunked {
+					w.WriteHeader(200)
+					w.(http.Flusher).Flush() // headers out before the length is known
+				}
+				_, _ = w.Write([]byte(strings.Repeat("z", tt.size)))
+			})
+			c := newTestCache(t, nil, Options{MaxItemSize: 1000})
+			w, _, _ := do(t, c, o.fetch(), "GET", "/a")
+			if claim := strings.Contains(w.Header().Get("Cache-Status"), "stored"); claim != tt.claim || w.Body.Len() != tt.size {
+				t.Fatalf("Cache-Status %q, %d bytes", w.Header().Get("Cache-Status"), w.Body.Len())
+			}
+			_, res, _ := do(t, c, o.fetch(), "GET", "/a", "Cache-Control", "only-if-cached")
+			if stored := res == ResultHit; stored != tt.stored {
+				t.Fatalf("stored = %v", stored)
+			}
+		})
+	}
+}
+
+// TestRedisPurgeSegmentBoundary: the Redis tier purges with the same segment-boundary rule.
+func TestRedisPurgeSegmentBoundary(t *testing.T) {
+	rs := startRedis(t)
+	o := newOrigin(t, nil, respond(200, "x", "Cache-Control", "max-age=600"))
+	a := newRedisCache(t, nil, rs, Options{})
+	for _, p := range []string{"/x", "/x?a=1", "/x/y", "/x2", "/xy/z"} {
+		do(t, a, o.fetch(), "GET", p)
+	}
+	waitWrites(t, a, 5)
+	if n := a.Purge("svc", "/x"); n != 3 {
+		t.Fatalf("Purge = %d, want 3", n)
+	}
+	keys, _ := rs.client(t).Keys(context.Background(), "t:e:*").Result()
+	if len(keys) != 2 {
+		t.Fatalf("redis keys after purge: %q", keys)
+	}
+}

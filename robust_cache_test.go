@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// waitUntil polls cond until it holds (10 s at most).
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// cacheStats reads the default gateway's cache counters from the admin API.
+func cacheStats(t testing.TB, in *instance) map[string]any {
+	t.Helper()
+	_, body := in.adminDo("GET", "/gateway/stats")
+	gws, _ := decodeJSON(t, body)["gateways"].(map[string]any)
+	gw, _ := gws["gateway"].(map[string]any)
+	c, _ := gw["cache"].(map[string]any)
+	if c == nil {
+		t.Fatalf("no cache stats in %s", body)
+	}
+	return c
+}
+
+// TestCoalescedLeaderHangsUp: n requests wait on one slow cacheable miss; the leader's client hangs up.
+// The exchange goes on for the waiters: the upstream sees one request (two at most, if a waiter had
+// to take over), and every waiter gets the answer.
+func TestCoalescedLeaderHangsUp(t *testing.T) {
+	const n = 40
+	release := make(chan struct{})
+	cancelled := make(chan struct{}, 1)
+	var calls atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			select {
+			case <-release:
+			case <-r.Context().Done(): // the gateway dropped the leader's exchange
+				cancelled <- struct{}{}
+				return
+			}
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, `{"slow":true}`)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s/v1 {
+			timeout 20s
+		}
+		cache
+	}`, up.URL))
+
+	ctx, hangUp := context.WithCancel(context.Background())
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		req, _ := http.NewRequestWithContext(ctx, "GET", in.url("/api/a/slow"), nil)
+		if resp, err := in.client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitUntil(t, "the leader's upstream request", func() bool { return calls.Load() == 1 })
+
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	bodies := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := in.client.Get(in.url("/api/a/slow"))
+			if err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			codes[i], bodies[i] = resp.StatusCode, string(b)
+		}()
+	}
+	waitUntil(t, "every waiter to join the flight", func() bool { return cacheStats(t, in)["coalesced"].(float64) >= n })
+	hangUp()
+	<-leaderDone
+	// Proving that nothing happens takes a window: the server notices the hang-up within
+	// milliseconds, and a dropped exchange would reach the upstream at once.
+	select {
+	case <-cancelled:
+		t.Fatal("the leader's hang-up cancelled the exchange the waiters depend on")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	wg.Wait()
+	if got := calls.Load(); got > 2 {
+		t.Fatalf("upstream requests = %d, want at most 2", got)
+	}
+	for i := range n {
+		if codes[i] != 200 || bodies[i] != `{"slow":true}` {
+			t.Fatalf("waiter %d: %d %q", i, codes[i], bodies[i])
+		}
+	}
+}
+
+// TestPurgeAndWriteDuringMiss: a miss is in flight when the service is purged or the URL is written
+// to; its answer (fetched before) reaches its own client but is not stored.
+func TestPurgeAndWriteDuringMiss(t *testing.T) {
+	tests := []struct {
+		name   string
+		during func(in *instance)
+	}{
+		{"admin purge of the service", func(in *instance) {
+			if resp, body := in.adminDo("DELETE", "/gateway/cache?service=a"); resp.StatusCode != 200 {
+				t.Fatalf("purge: %d %s", resp.StatusCode, body)
+			}
+		}},
+		{"admin purge of the path", func(in *instance) {
+			if resp, body := in.adminDo("DELETE", "/gateway/cache?service=a&path=/item"); resp.StatusCode != 200 {
+				t.Fatalf("purge: %d %s", resp.StatusCode, body)
+			}
+		}},
+		{"post to the url", func(in *instance) {
+			if resp, _ := in.do("POST", "/api/a/item?k=1", strings.NewReader("{}"), nil); resp.StatusCode != 201 {
+				t.Fatalf("POST: %d", resp.StatusCode)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			arrived := make(chan struct{}, 1)
+			release := make(chan struct{})
+			var version atomic.Int64
+			up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == "POST" {
+					version.Add(1)
+					w.WriteHeader(201)
+					return
+				}
+				v := version.Load()
+				if r.Header.Get("X-First") != "" {
+					arrived <- struct{}{}
+					<-release
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				fmt.Fprintf(w, "v%d", v)
+			})
+			in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+				service a %s/v1
+				cache
+			}`, up.URL))
+			type answer struct {
+				body, cacheStatus string
+				err               error
+			}
+			got := make(chan answer, 1)
+			go func() {
+				req, _ := http.NewRequest("GET", in.url("/api/a/item?k=1"), nil)
+				req.Header.Set("X-First", "1")
+				resp, err := in.client.Do(req)
+				if err != nil {
+					got <- answer{err: err}
+					return
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				got <- answer{string(b), resp.Header.Get("Cache-Status"), err}
+			}()
+			<-arrived
+			tt.during(in)
+			close(release)
+			if a := <-got; a.err != nil || a.body != "v0" || strings.Contains(a.cacheStatus, "stored") {
+				t.Fatalf("in-flight request got %q, Cache-Status %q, %v", a.body, a.cacheStatus, a.err)
+			}
+			resp, body := in.get("/api/a/item?k=1")
+			if cs := resp.Header.Get("Cache-Status"); strings.Contains(cs, "; hit") {
+				t.Fatalf("answer fetched before the %s served afterwards: %q, Cache-Status %q", tt.name, body, cs)
+			}
+		})
+	}
+}
+
+// TestEarlyHintsFieldsStayInterim: the fields of an upstream 103 go out with the 103 only, not with
+// the final answer, neither on the miss nor on the later hit.
+func TestEarlyHintsFieldsStayInterim(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("X-Hint-Secret", "from-103")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Hint-Secret")
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "final")
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s
+		cache
+	}`, up.URL))
+	for _, want := range []string{"fwd=miss", "; hit"} {
+		var hints []textproto.MIMEHeader
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				hints = append(hints, h)
+				return nil
+			},
+		})
+		req, _ := http.NewRequestWithContext(ctx, "GET", in.url("/api/a/page"), nil)
+		resp, err := in.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if !strings.Contains(resp.Header.Get("Cache-Status"), want) {
+			t.Fatalf("Cache-Status %q, want %q", resp.Header.Get("Cache-Status"), want)
+		}
+		if resp.Header.Get("Link") != "" || resp.Header.Get("X-Hint-Secret") != "" {
+			t.Fatalf("%s: 103 fields in the final answer: %v", want, resp.Header)
+		}
+		if want == "fwd=miss" && (len(hints) != 1 || hints[0].Get("X-Hint-Secret") != "from-103") {
+			t.Fatalf("103 not passed on: %v", hints)
+		}
+	}
+}
+
+// TestLocationInvalidationWithBasePath: the upstream's Location carries the service's base path
+// (/v1/...), cache entries do not; the invalidation maps one onto the other.
+func TestLocationInvalidationWithBasePath(t *testing.T) {
+	var n atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			w.Header().Set("Location", "/v1/cacheable/item")
+			w.Header().Set("Content-Location", "/v1/cacheable/item2")
+			w.WriteHeader(201)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "n%d", n.Add(1))
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s/v1
+		cache
+	}`, up.URL))
+	for _, p := range []string{"/api/a/cacheable/item", "/api/a/cacheable/item2", "/api/a/cacheable/other"} {
+		in.get(p)
+		if resp, _ := in.get(p); !strings.Contains(resp.Header.Get("Cache-Status"), "; hit") {
+			t.Fatalf("%s not cached: %q", p, resp.Header.Get("Cache-Status"))
+		}
+	}
+	if resp, _ := in.do("POST", "/api/a/create", strings.NewReader("{}"), nil); resp.StatusCode != 201 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	for p, hit := range map[string]bool{"/api/a/cacheable/item": false, "/api/a/cacheable/item2": false, "/api/a/cacheable/other": true} {
+		resp, _ := in.get(p)
+		if got := strings.Contains(resp.Header.Get("Cache-Status"), "; hit"); got != hit {
+			t.Errorf("%s: hit = %v, want %v (Cache-Status %q)", p, got, hit, resp.Header.Get("Cache-Status"))
+		}
+	}
+}
+
+// TestCacheErrorsAndPurgeAnswers: only-if-cached with nothing stored is the gateway's JSON 504;
+// purge paths stop at segment boundaries; an unknown service is a 404 naming it.
+func TestCacheErrorsAndPurgeAnswers(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s
+		cache
+	}`, up.URL))
+
+	resp, body := in.get("/api/a/nothing", "Cache-Control", "only-if-cached")
+	m := decodeJSON(t, body)
+	if resp.StatusCode != 504 || resp.Header.Get("Content-Type") != "application/json" ||
+		m["status"] != float64(504) || m["service"] != "a" || m["error"] == "" || m["request_id"] == nil {
+		t.Fatalf("only-if-cached miss: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+
+	for _, p := range []string{"/cacheable/item", "/cacheable/item2", "/cacheable/item/sub", "/cacheable/item?x=1"} {
+		in.get("/api/a" + p)
+	}
+	tests := []struct {
+		query   string
+		status  int
+		removed float64
+	}{
+		{"service=a&path=/cacheable/it", 200, 0},
+		{"service=a&path=/cacheable/item", 200, 3},
+		{"service=a&path=/cacheable/item2", 200, 1},
+		{"service=nope", 404, 0},
+		{"service=nope&path=/x", 404, 0},
+	}
+	for _, tt := range tests {
+		resp, body := in.adminDo("DELETE", "/gateway/cache?"+tt.query)
+		if resp.StatusCode != tt.status {
+			t.Fatalf("%s: %d %s", tt.query, resp.StatusCode, body)
+		}
+		m := decodeJSON(t, body)
+		if tt.status == 404 {
+			if !strings.Contains(fmt.Sprint(m["error"]), `"nope"`) {
+				t.Errorf("%s: %s", tt.query, body)
+			}
+			continue
+		}
+		if m["removed"] != tt.removed {
+			t.Errorf("%s: removed %v, want %v", tt.query, m["removed"], tt.removed)
+		}
+	}
+}
