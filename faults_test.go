@@ -189,6 +189,8 @@ func TestFaultUpstreamGarbageOrOversizedHeaders(t *testing.T) {
 		{"head-cut", "HTTP/1.1 200 OK\r\nContent-Type: text/pl"},
 		{"oversized-head", "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("h", 11<<20) + "\r\n\r\n"},
 		{"binary", "\x00\x01\x02\x03\xff\xfe\r\n\r\n"},
+		{"status-600", "HTTP/1.1 600 Library Error\r\nContent-Length: 0\r\n\r\n"},
+		{"status-999", "HTTP/1.1 999 Nope\r\nContent-Length: 2\r\n\r\nno"},
 	}
 	var block strings.Builder
 	block.WriteString("gateway /api/* {\n")

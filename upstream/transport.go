@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 
@@ -32,6 +33,13 @@ type gatewayTransport struct {
 func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	host := req.URL.Host
 	resp, err := t.roundTrip(req)
+	if err == nil && resp.StatusCode > 599 {
+		// RFC 9110 §15: 600–999 are not HTTP statuses (libraries use them
+		// internally); a client treats them as a server error. Forwarded,
+		// they would reach clients that may not cope.
+		_ = resp.Body.Close()
+		resp, err = nil, fmt.Errorf("upstream answered with invalid status %d", resp.StatusCode)
+	}
 	// A client that stalled its body makes the exchange fail, but says
 	// nothing about the upstream: no verdict for its breaker.
 	if t.record != nil && (err == nil || !guardFrom(req.Context()).stalledBody()) {
