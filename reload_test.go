@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -160,5 +161,59 @@ func TestReloadNeverHandsOverAnUpgradedConnection(t *testing.T) {
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || strings.HasPrefix(got, "HTTP/1.1 4") {
 		t.Fatalf("the upgraded connection outlived the reload: %q %v", got, err)
+	}
+}
+
+// The cache outlives a reload that leaves it and its services unchanged
+// (other settings may change), and starts empty when its config changes.
+func TestReloadKeepsTheCacheUnlessItsConfigChanges(t *testing.T) {
+	var calls atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Cache-Control", "max-age=600")
+		echoHandler(w, r)
+	})
+	site := func(retries int, maxSize string) string {
+		return fmt.Sprintf(`gateway /api/* {
+			service users %s {
+				retries %d
+			}
+			cache {
+				max_size %s
+			}
+		}`, up.URL, retries, maxSize)
+	}
+	in := startCaddy(t, site(0, "8MiB"))
+	status := func() string {
+		t.Helper()
+		resp, _ := in.get("/api/users/item")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		return resp.Header.Get("Cache-Status")
+	}
+	if cs := status(); !strings.Contains(cs, "fwd=miss") {
+		t.Fatalf("first request: %q", cs)
+	}
+	for i, step := range []struct {
+		retries int
+		maxSize string
+		hit     bool
+	}{
+		{1, "8MiB", true},   // a service setting changed: cache kept
+		{0, "8MiB", true},   // and back
+		{0, "16MiB", false}, // the cache's own config changed: a new, empty cache
+		{1, "16MiB", true},
+	} {
+		in.load(site(step.retries, step.maxSize))
+		before := calls.Load()
+		cs := status()
+		if hit := strings.HasPrefix(cs, "caddy-gateway; hit"); hit != step.hit {
+			t.Fatalf("reload %d (retries %d, max_size %s): Cache-Status %q, want hit=%v",
+				i+1, step.retries, step.maxSize, cs, step.hit)
+		}
+		if went := calls.Load() > before; went == step.hit {
+			t.Fatalf("reload %d: upstream called %v with Cache-Status %q", i+1, went, cs)
+		}
 	}
 }
