@@ -25,6 +25,7 @@ import (
 	"errors"
 	"net"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -95,16 +96,24 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 		return ln
 	}
 	key := ln.Addr().Network() + "/" + ln.Addr().String()
-	val, loaded, _ := groups.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return newGroup(ln, tcp, w.logger), nil
-	})
-	g := val.(*group)
-	l := &listener{addr: ln.Addr(), group: g, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
-	if !g.add(l) {
+	var (
+		g      *group
+		loaded bool
+		l      = &listener{addr: ln.Addr(), key: key, conns: make(chan net.Conn), done: make(chan struct{})}
+	)
+	for {
+		val, found, _ := groups.LoadOrNew(key, func() (caddy.Destructor, error) {
+			return newGroup(ln, w.logger), nil
+		})
+		g, loaded = val.(*group), found
+		l.group = g
+		if g.add(l) {
+			break
+		}
 		// the group's socket closed just now (the last config using it
-		// stopped): this socket starts a new group
+		// stopped) and is on its way out of the pool: try again
 		_, _ = groups.Delete(key)
-		return w.WrapListener(ln)
+		runtime.Gosched()
 	}
 	if loaded {
 		// an older config's socket serves this address: empty this one
@@ -158,7 +167,7 @@ type group struct {
 	changed   chan struct{} // closed and replaced when a listener starts or stops serving
 }
 
-func newGroup(socket net.Listener, tcp *net.TCPListener, logger *zap.Logger) *group {
+func newGroup(socket net.Listener, logger *zap.Logger) *group {
 	g := &group{socket: socket, logger: logger, changed: make(chan struct{})}
 	go g.acceptLoop()
 	return g
@@ -326,8 +335,10 @@ func (l *listener) Accept() (net.Conn, error) {
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
-		l.group.remove(l)
+		// out of the pool first, so that a config starting now makes a new
+		// group rather than finding this one closed
 		_, _ = groups.Delete(l.key)
+		l.group.remove(l)
 	})
 	return nil
 }
