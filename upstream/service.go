@@ -312,6 +312,10 @@ func newCredential(cfg *Config, logger *zap.Logger) (auth.Source, error) {
 		if strings.ContainsAny(tok, "\r\n") {
 			return nil, fmt.Errorf("token contains a line break")
 		}
+		if tok == cfg.Token {
+			// no placeholder: the secret itself is in the config
+			logger.Warn("the token is written literally in the config, where Caddy's GET /config/ shows it; use {env.NAME} or token_file")
+		}
 		return auth.Static(tok), nil
 	}
 	return nil, nil
