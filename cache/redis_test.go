@@ -64,7 +64,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 func waitWrites(t testing.TB, c *Cache, n int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d redis writes", n), func() bool { return c.Stats().Redis.Writes >= n })
+	waitFor(t, fmt.Sprintf("%d redis writes (tier stats when the wait began: %+v)", n, c.Stats().Redis),
+		func() bool { return c.Stats().Redis.Writes >= n })
 }
 
 // TestRedisSharedTier: a second instance's first GET is a Redis hit (no upstream call) with the right
@@ -442,11 +443,14 @@ func TestRedisSharedHitRatio(t *testing.T) {
 		}
 		return float64(hits) / float64(len(stream))
 	}
-	one := hitRatio([]*Cache{newRedisCache(t, nil, s, Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: "one"}})})
-	two := hitRatio([]*Cache{
-		newRedisCache(t, nil, s, Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: "two"}}),
-		newRedisCache(t, nil, s, Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: "two"}}),
-	})
+	// Generous timeouts: this measures sharing, not how the tier copes with a
+	// slow Redis, and a CI machine running other tests beside it can stall a
+	// write past the 50 ms default (a failed write is then waited for in vain).
+	opts := func(prefix string) Options {
+		return Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: prefix, Timeout: 2 * time.Second, DialTimeout: 2 * time.Second}}
+	}
+	one := hitRatio([]*Cache{newRedisCache(t, nil, s, opts("one"))})
+	two := hitRatio([]*Cache{newRedisCache(t, nil, s, opts("two")), newRedisCache(t, nil, s, opts("two"))})
 	t.Logf("hit ratio: one instance %.3f, two sharing Redis %.3f (%.3f×)", one, two, two/one)
 	if two < 0.9*one {
 		t.Errorf("two instances hit %.3f, one %.3f: below 0.9×", two, one)
