@@ -388,7 +388,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		return writeError(w, r, http.StatusMethodNotAllowed, name, "method not allowed", 0)
 	}
-	if g.MaxBody > 0 && r.Body != nil && r.Body != http.NoBody {
+	if g.MaxBody > 0 && upstream.HasBody(r) {
 		if r.ContentLength > g.MaxBody {
 			rt.metrics.ObserveRequest(http.StatusRequestEntityTooLarge, 0)
 			rt.metrics.ObserveError(metrics.ErrorBadRequest)
@@ -397,7 +397,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Body = http.MaxBytesReader(w, r.Body, g.MaxBody)
 	}
 	var body *clientBody
-	if r.Body != nil && r.Body != http.NoBody {
+	if upstream.HasBody(r) {
 		body = &clientBody{ReadCloser: r.Body}
 		r.Body = body
 	}
