@@ -5,50 +5,52 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 )
 
-// conn is one accepted connection. Once its config's listener has closed
-// (the server is shutting down for a reload), a connection that sits
-// between two HTTP/1 requests is not closed but handed to the newest
-// config's server, together with any bytes of the next request that had
-// already arrived.
+// conn is one accepted connection. When the server it belongs to shuts
+// down for a reload and closes it as idle, it is handed to the newest
+// config's server instead of being closed, together with any bytes of the
+// next request that arrive meanwhile.
 //
-// "Between two requests" is read from how net/http drives a connection:
-// after it has written an answer in full it sets a read deadline (for the
-// idle wait, or when it cancels its background read) before it reads the
-// next request. A connection is armed by a read-deadline change made when
-// nothing was read since the last write, and disarmed by any read or write.
-// A connection that is mid-request, mid-answer, hijacked (WebSocket) or
-// speaking HTTP/2 is never armed when it closes, and closes as before.
+// "Idle" is net/http's own verdict, not a guess: only the Close that
+// Server.Shutdown makes for a connection in StateIdle — its last answer
+// complete and reusable, its goroutine blocked reading the next request
+// with nothing buffered — leads to a hand-over. That Close arrives while
+// the connection's goroutine waits in Read, so it happens in two steps:
 //
-// The old server gives a connection up in one of three ways, all handled:
+//  1. Shutdown's Close marks the connection released and ends the pending
+//     Read with a timeout; bytes it brings are kept, not given to the old
+//     server.
+//  2. The connection's goroutine then returns and closes it itself; that
+//     Close hands the socket and the kept bytes over.
 //
-//   - its goroutine is about to read the next request: the read is refused
-//     (a timeout), the goroutine closes the connection, and the close hands
-//     it over;
-//   - Shutdown closes it while its goroutine waits in Read: the close only
-//     marks it released and ends the wait with a timeout (bytes that arrive
-//     then are kept, not given to the old server), and the goroutine's own
-//     close hands it over;
-//   - its goroutine closes it after an answer written before the shutdown
-//     began: the close hands it over.
+// A connection mid-request or mid-answer, one whose answer said
+// "Connection: close", a pipelining one (its next request is already
+// buffered, so it never waits in Read), a hijacked one (WebSocket), TLS and
+// HTTP/2 are never in that state or are excluded, and close as before.
 type conn struct {
 	net.Conn
 	listener *listener
 
 	mu       sync.Mutex
 	replay   []byte // bytes read before the hand-over, served first
-	kept     []byte // bytes of the next request the old server was denied or holds
-	consumed int    // bytes the server read since it last wrote
+	kept     []byte // bytes of the next request kept from the old server
+	consumed int    // bytes the server read since its last answer went out
 	reading  int    // Reads in progress
-	armed    bool   // between two requests: see the type's doc
-	released bool   // the old server was made to let go: hand over on Close
+	released bool   // step 1 happened: hand over on Close
 	gone     bool   // handed over or closed: this value is done
-	h2       bool   // HTTP/2 prior knowledge: never handed over
-	started  bool   // the first bytes were seen
+	foreign  bool   // TLS or HTTP/2: never handed over
+	handed   bool   // handed over, its first request not begun yet
+	seen     int    // bytes seen so far, up to len(http2Preface)
+	prefix   [len(http2Preface)]byte
 }
+
+// http2Preface starts every HTTP/2 connection without TLS.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // errReleased is what the old server's Read sees when the connection is
 // taken from it; a timeout makes net/http end the connection quietly.
@@ -56,13 +58,6 @@ var errReleased = os.ErrDeadlineExceeded
 
 // aLongTimeAgo is a deadline in the past: it ends a pending Read at once.
 var aLongTimeAgo = time.Unix(1, 0)
-
-// handOverable reports whether the connection sits between two requests
-// while its server shuts down and a newer server can take it. Callers
-// hold mu.
-func (c *conn) handOverable() bool {
-	return c.armed && c.consumed == 0 && !c.h2 && c.listener.isClosing() && c.listener.group.hasSuccessor(c.listener)
-}
 
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
@@ -77,14 +72,8 @@ func (c *conn) Read(p []byte) (int, error) {
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
 		c.consumed += n
-		c.armed = false
 		c.mu.Unlock()
 		return n, nil
-	case c.handOverable():
-		// the old server would read the next request only to drop it
-		c.released = true
-		c.mu.Unlock()
-		return 0, errReleased
 	}
 	c.reading++
 	c.mu.Unlock()
@@ -95,35 +84,40 @@ func (c *conn) Read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	c.reading--
 	if n > 0 {
-		if !c.started {
-			c.started = true
-			c.h2 = bytes.HasPrefix(p[:n], []byte("PRI * HTTP/2"))
-		}
-		if c.released || c.handOverable() {
-			// the next request, arrived as the old server let go (or as
-			// its shutdown began): keep it for the next server
-			c.released = true
+		c.sniff(p[:n])
+		if c.released {
+			// the next request, arriving as the old server lets go: keep it
+			// for the next server
 			c.kept = append(c.kept, p[:n]...)
 			return 0, errReleased
 		}
-		if len(p) == 1 && c.consumed == 0 && len(c.kept) == 0 {
-			// net/http's background read, pending until an answer is
-			// flushed, caught the first byte of the next request: the old
-			// server holds it, so a hand-over replays it. The connection
-			// is between two requests unless the server writes again.
-			c.kept = append(c.kept, p[0])
-			c.armed = true
-			return n, err
+		if c.consumed == 0 && c.handed {
+			c.handed = false
+			c.listener.forget(c) // its first request on the new server began
 		}
-		c.consumed += len(c.kept) + n
-		c.kept = nil
-		c.armed = false
+		c.consumed += n
 	}
 	return n, err
 }
 
+// sniff marks a connection that speaks TLS or HTTP/2 from its first bytes,
+// which may come in pieces. Callers hold mu.
+func (c *conn) sniff(b []byte) {
+	if c.seen >= len(c.prefix) {
+		return
+	}
+	if c.seen == 0 && b[0] == 0x16 { // a TLS handshake record
+		c.foreign, c.seen = true, len(c.prefix)
+		return
+	}
+	c.seen += copy(c.prefix[c.seen:], b)
+	// what matches the HTTP/2 preface so far counts as HTTP/2 ("P" may
+	// still become POST, PUT or PATCH)
+	c.foreign = strings.HasPrefix(http2Preface, string(c.prefix[:c.seen]))
+}
+
 func (c *conn) Write(p []byte) (int, error) {
-	if err := c.wrote(); err != nil {
+	if err := c.wrote(p); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(p)
@@ -131,7 +125,7 @@ func (c *conn) Write(p []byte) (int, error) {
 
 // ReadFrom keeps the kernel's sendfile path for file responses.
 func (c *conn) ReadFrom(r io.Reader) (int64, error) {
-	if err := c.wrote(); err != nil {
+	if err := c.wrote(nil); err != nil {
 		return 0, err
 	}
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
@@ -140,17 +134,17 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(c.Conn, r)
 }
 
-func (c *conn) wrote() error {
+// wrote notes that the server sent (part of) an answer. An interim 1xx
+// answer ("HTTP/1.1 100 Continue", 103) ends nothing: the request goes on.
+func (c *conn) wrote(p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gone {
 		return net.ErrClosed
 	}
-	// a byte kept from a background read belongs to a request the server
-	// goes on with (pipelining): it counts as consumed
-	c.consumed = len(c.kept)
-	c.kept = nil
-	c.armed = false
+	if !bytes.HasPrefix(p, []byte("HTTP/1.1 1")) {
+		c.consumed = 0
+	}
 	return nil
 }
 
@@ -162,42 +156,31 @@ func (c *conn) CloseWrite() error {
 	return nil
 }
 
-func (c *conn) SetReadDeadline(t time.Time) error {
-	c.deadlineChanged()
-	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *conn) SetDeadline(t time.Time) error {
-	c.deadlineChanged()
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *conn) deadlineChanged() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.consumed == 0 {
-		c.armed = true
-	}
-}
-
 func (c *conn) Close() error {
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
 		return nil
 	}
-	if !c.released && c.handOverable() {
+	if !c.released && c.reading > 0 && c.consumed == 0 && !c.foreign &&
+		c.listener.isClosing() && c.listener.group.hasSuccessor(c.listener) && c.listener.group.closedAsIdle() {
+		// step 1: Shutdown closes this idle connection while its goroutine
+		// waits for the next request
 		c.released = true
-	}
-	if c.released && c.reading > 0 {
-		// Shutdown closes it while its goroutine waits in Read: end the
-		// wait; that goroutine's own Close hands it over
 		c.mu.Unlock()
 		return c.Conn.SetReadDeadline(aLongTimeAgo)
+	}
+	if c.released && c.reading > 0 {
+		c.mu.Unlock()
+		return nil // step 2 comes from the reading goroutine
 	}
 	c.gone = true
 	handOver := c.released && c.consumed == 0
 	kept := c.kept
+	if c.handed {
+		c.handed = false
+		defer c.listener.forget(c)
+	}
 	c.mu.Unlock()
 
 	if !handOver {
@@ -208,4 +191,37 @@ func (c *conn) Close() error {
 	}
 	c.listener.group.give(c.Conn, kept, c.listener)
 	return nil
+}
+
+// releaseIfWaiting does step 1 for a connection handed over to this
+// listener's server that is still waiting for its first request there when
+// that server shuts down in turn: net/http counts it as new, not idle, and
+// would neither close it (for 5 s) nor answer a request read from then on.
+func (c *conn) releaseIfWaiting() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gone || c.released || c.consumed != 0 || len(c.replay) != 0 {
+		return
+	}
+	c.released = true
+	if c.reading > 0 {
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// closedAsIdle reports whether Close was called by net/http's Shutdown for
+// a connection in StateIdle.
+func closedAsIdle() bool {
+	var pcs [8]uintptr
+	n := runtime.Callers(3, pcs[:])
+	frames := runtime.CallersFrames(pcs[:n])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, "net/http.(*Server).closeIdleConns") {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
 }

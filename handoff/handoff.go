@@ -1,5 +1,5 @@
-// Package handoff is a Caddy listener wrapper that makes config reloads
-// lossless for HTTP/1 clients.
+// Package handoff is a Caddy listener wrapper that makes config reloads lose
+// far fewer requests.
 //
 // A Caddy reload starts the new config's servers on their own sockets
 // (SO_REUSEPORT) and then shuts the old servers down. Two things lose
@@ -11,13 +11,14 @@
 //   - net/http's Shutdown closes every idle keep-alive connection. A client
 //     whose next request is already on the wire gets a reset.
 //
-// The wrapper fixes both. The first socket on an address stays open for as
+// The wrapper addresses both. The first socket on an address stays open for as
 // long as any config listens there; the socket each later config binds is
 // emptied into it and closed at once, so no socket with a backlog is ever
 // closed during a reload. A group accept loop gives each connection to the
-// newest config's server. Connections that an old server closes as idle
-// are handed, with any bytes it had not yet consumed, to the newest server,
-// which reads their next request as if they were new. Nothing changes
+// newest config's server. HTTP/1 connections that an old server's
+// Shutdown closes as idle (net/http's own verdict) are handed, with any
+// bytes of their next request that arrive meanwhile, to the newest server,
+// which reads that request as if the connection were new. Nothing changes
 // while no reload is running.
 package handoff
 
@@ -165,10 +166,12 @@ type group struct {
 	listeners []*listener
 	closed    bool          // the socket is closed; the group takes no listener
 	changed   chan struct{} // closed and replaced when a listener starts or stops serving
+
+	closedAsIdle func() bool // reports whether a Close comes from Shutdown for an idle connection
 }
 
 func newGroup(socket net.Listener, logger *zap.Logger) *group {
-	g := &group{socket: socket, logger: logger, changed: make(chan struct{})}
+	g := &group{socket: socket, logger: logger, changed: make(chan struct{}), closedAsIdle: closedAsIdle}
 	go g.acceptLoop()
 	return g
 }
@@ -293,8 +296,12 @@ func (g *group) give(c net.Conn, unread []byte, from *listener) {
 			<-wait
 			continue
 		}
+		hc := &conn{Conn: c, listener: to, replay: unread, handed: len(unread) == 0}
+		if hc.handed && !to.wait(hc) {
+			continue // it closed meanwhile
+		}
 		select {
-		case to.conns <- &conn{Conn: c, listener: to, replay: unread}:
+		case to.conns <- hc:
 			return
 		case <-to.done:
 			// it closed meanwhile: try the next one
@@ -317,6 +324,30 @@ type listener struct {
 	serving atomic.Bool // its server called Accept
 
 	closeOnce sync.Once
+
+	mu      sync.Mutex
+	waiting map[*conn]struct{} // handed over, their first request not begun
+}
+
+// wait registers a handed-over connection until its first request begins,
+// or reports false if the listener is closing.
+func (l *listener) wait(c *conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.isClosing() {
+		return false
+	}
+	if l.waiting == nil {
+		l.waiting = make(map[*conn]struct{})
+	}
+	l.waiting[c] = struct{}{}
+	return true
+}
+
+func (l *listener) forget(c *conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.waiting, c)
 }
 
 // Accept returns the next connection the group gives this listener.
@@ -334,7 +365,19 @@ func (l *listener) Accept() (net.Conn, error) {
 // while a newer config listens on it.
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
+		l.mu.Lock()
 		close(l.done)
+		waiting := make([]*conn, 0, len(l.waiting))
+		for c := range l.waiting {
+			waiting = append(waiting, c)
+		}
+		l.mu.Unlock()
+		// connections handed to this server that still wait for their first
+		// request: net/http counts them as new, so its Shutdown would leave
+		// them alone for 5 s, and drop a request read from them meanwhile
+		for _, c := range waiting {
+			c.releaseIfWaiting()
+		}
 		// out of the pool first, so that a config starting now makes a new
 		// group rather than finding this one closed
 		_, _ = groups.Delete(l.key)
