@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -36,15 +37,30 @@ type instance struct {
 	client  *http.Client
 }
 
-// freePort asks the kernel for a loopback port that is free right now.
+// portsHanded are the ports freePort gave out in this test run.
+var portsHanded sync.Map
+
+// freePort finds a port that is free right now on every interface. It picks
+// below Linux's ephemeral range (32768–60999), never twice in a run: the
+// kernel gives ephemeral ports to whatever binds port 0 — another package's
+// tests running beside these included — so a port taken from that range and
+// released could be someone else's by the time Caddy binds it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if _, taken := portsHanded.LoadOrStore(port, true); taken {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port found below the ephemeral range")
+	return 0
 }
 
 // adaptCaddyfile runs the Caddyfile adapter as `caddy adapt` does.
