@@ -14,17 +14,6 @@ import (
 	"time"
 )
 
-// waitUntil polls cond until it holds (10 s at most).
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // cacheStats reads the default gateway's cache counters from the admin API.
 func cacheStats(t testing.TB, in *instance) map[string]any {
@@ -75,7 +64,7 @@ func TestCoalescedLeaderHangsUp(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitUntil(t, "the leader's upstream request", func() bool { return calls.Load() == 1 })
+	eventually(t, "the leader's upstream request", func() bool { return calls.Load() == 1 })
 
 	var wg sync.WaitGroup
 	codes := make([]int, n)
@@ -94,7 +83,7 @@ func TestCoalescedLeaderHangsUp(t *testing.T) {
 			codes[i], bodies[i] = resp.StatusCode, string(b)
 		}()
 	}
-	waitUntil(t, "every waiter to join the flight", func() bool { return cacheStats(t, in)["coalesced"].(float64) >= n })
+	eventually(t, "every waiter to join the flight", func() bool { return cacheStats(t, in)["coalesced"].(float64) >= n })
 	hangUp()
 	<-leaderDone
 	// Proving that nothing happens takes a window: the server notices the hang-up within

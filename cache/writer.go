@@ -3,6 +3,8 @@ package cache
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/interim"
 )
 
 // recorder is the http.ResponseWriter handed to Fetch on the GET/HEAD path. It streams the answer to
@@ -98,25 +100,7 @@ func (r *recorder) WriteHeader(status int) {
 // left there they would go out again with the final answer, as fields the upstream never sent for it.
 // They are never stored, since Fetch removes them from our map.
 func (r *recorder) writeInterim(status int) {
-	dst := r.w.Header()
-	var saved map[string][]string
-	for k, vs := range r.header {
-		if old, ok := dst[k]; ok {
-			if saved == nil {
-				saved = make(map[string][]string)
-			}
-			saved[k] = old
-		}
-		dst[k] = vs
-	}
-	r.w.WriteHeader(status)
-	for k := range r.header {
-		if old, ok := saved[k]; ok {
-			dst[k] = old
-		} else {
-			delete(dst, k)
-		}
-	}
+	interim.Write(r.w, r.header, status)
 }
 
 // Write streams p to the client and appends it to the copy while the copy stays within maxBody; the

@@ -3,6 +3,8 @@ package upstream
 import (
 	"bytes"
 	"net/http"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/interim"
 )
 
 // maxHeldBody is how much of a retryable error answer (502/503/504) is kept
@@ -85,22 +87,7 @@ func (h *holdWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 // the proxy removes them from the map it sees (this one's), and they must
 // not end up in the final answer — nor pile up over several attempts.
 func (h *holdWriter) informational(code int) {
-	dst := h.ResponseWriter.Header()
-	saved := make(http.Header, len(h.header))
-	for k, v := range h.header {
-		if old, ok := dst[k]; ok {
-			saved[k] = old
-		}
-		dst[k] = v
-	}
-	h.ResponseWriter.WriteHeader(code)
-	for k := range h.header {
-		if old, ok := saved[k]; ok {
-			dst[k] = old
-		} else {
-			delete(dst, k)
-		}
-	}
+	interim.Write(h.ResponseWriter, h.header, code)
 }
 
 func (h *holdWriter) copyHeader() {
