@@ -14,7 +14,6 @@ import (
 	"time"
 )
 
-
 // cacheStats reads the default gateway's cache counters from the admin API.
 func cacheStats(t testing.TB, in *instance) map[string]any {
 	t.Helper()

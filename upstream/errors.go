@@ -60,14 +60,11 @@ func (s *Service) mapError(clientCtx, ctx context.Context, err error) error {
 		return nil
 	}
 	e := &Error{Status: http.StatusBadGateway, Service: s.Name, Message: "upstream unavailable", Err: err}
+	if clientFault(e, clientCtx, ctx) {
+		return e
+	}
 	var he caddyhttp.HandlerError
 	switch {
-	case guardFrom(ctx).stalledBody():
-		// checked first: cutting the stalled read short also cancels the
-		// client's request context
-		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
-	case clientCtx.Err() != nil:
-		e.Status, e.Message = StatusClientClosedRequest, "client closed request"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		e.Status, e.Message = http.StatusGatewayTimeout, "upstream timeout"
 	case errors.As(err, &he):
@@ -90,16 +87,27 @@ const msgBodyTimeout = "request body timeout: the body did not arrive in time"
 // against the upstream.
 func (s *Service) bodyError(clientCtx, ctx context.Context, err error) error {
 	e := &Error{Status: http.StatusBadRequest, Service: s.Name, Message: "request body incomplete", Err: err}
+	if !clientFault(e, clientCtx, ctx) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// the time ran out between two reads of a trickling body
+		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
+	}
+	return e
+}
+
+// clientFault sets e for the failures that are the client's doing — its
+// body stalled past the timeout (checked first: cutting the stalled read
+// short also cancels the client's context), or it went away — and reports
+// whether one applied.
+func clientFault(e *Error, clientCtx, ctx context.Context) bool {
 	switch {
 	case guardFrom(ctx).stalledBody():
 		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
 	case clientCtx.Err() != nil:
 		e.Status, e.Message = StatusClientClosedRequest, "client closed request"
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		// the time ran out between two reads of a trickling body
-		e.Status, e.Message = http.StatusRequestTimeout, msgBodyTimeout
+	default:
+		return false
 	}
-	return e
+	return true
 }
 
 // admissionError answers a request that could not get a slot.
