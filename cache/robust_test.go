@@ -165,7 +165,9 @@ func TestLeaderGivesUpFollowersRetry(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			w, res, err := do(t, c, leaderFetch, "GET", "/k")
-			if err != nil || w.Code != 200 || w.Body.String() != "fresh" || (res != ResultMiss && res != ResultCollapsed) {
+			// a follower that starts over after the new leader stored the
+			// answer finds it stored: a hit is as good as a collapsed miss
+			if err != nil || w.Code != 200 || w.Body.String() != "fresh" || (res != ResultMiss && res != ResultCollapsed && res != ResultHit) {
 				t.Errorf("follower: %v %v %d %q", res, err, w.Code, w.Body.String())
 			}
 		}()
