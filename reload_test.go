@@ -70,8 +70,8 @@ func TestReloadHandsIdleKeepAliveConnectionsToTheNewConfig(t *testing.T) {
 }
 
 // A new connection is never refused across reloads: each config's fresh
-// socket is emptied into the first one and closed, so none is closed with
-// connections in its backlog. Requests open a new connection each.
+// socket is emptied into the first one and stops listening in the same
+// instant, so none stops with connections in its backlog. Requests open a new connection each.
 func TestReloadKeepsAcceptingNewConnections(t *testing.T) {
 	up := upstreamServer(t, echoHandler)
 	site := func(retries int) string {

@@ -1,56 +1,74 @@
 package handoff
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 )
 
 // conn is one accepted connection. When the server it belongs to shuts
-// down for a reload and closes it as idle, it is handed to the newest
-// config's server instead of being closed, together with any bytes of the
-// next request that arrive meanwhile.
+// down for a reload and closes it between requests, it is handed to the
+// newest config's server instead, with the bytes of any request the old
+// server read but will never answer.
 //
-// "Idle" is net/http's own verdict, not a guess: only the Close that
-// Server.Shutdown makes for a connection in StateIdle — its last answer
-// complete and reusable, its goroutine blocked reading the next request
-// with nothing buffered — leads to a hand-over. That Close arrives while
-// the connection's goroutine waits in Read, so it happens in two steps:
+// Where requests and answers begin and end is not guessed: the conn
+// follows the HTTP/1.1 framing of both directions (framer). A connection
+// is handed over only when every request the old server took in full has
+// had its whole answer, that answer kept the connection open, and the bytes
+// read since are all kept. Requests read without an answer begun (one, or
+// more when pipelined) go along only when net/http itself drops them: once
+// Shutdown began, a connection goroutine returns after an answer, or after
+// reading a request, without running the next handler. That goroutine's
+// own Close, not panicking, with nothing written since the last answer, is
+// the proof (serveClosing).
 //
-//  1. Shutdown's Close marks the connection released and ends the pending
-//     Read with a timeout; bytes it brings are kept, not given to the old
+// Shutdown closes an idle connection while its goroutine waits in Read, so
+// a hand-over may take two steps:
+//
+//  1. That Close marks the connection released and ends the pending Read
+//     with a timeout; bytes the Read brings are kept, not given to the old
 //     server.
-//  2. The connection's goroutine then returns and closes it itself; that
-//     Close hands the socket and the kept bytes over.
+//  2. The goroutine then returns and closes the connection itself; that
+//     Close hands the socket over.
 //
-// A connection mid-request or mid-answer, one whose answer said
-// "Connection: close", a pipelining one (its next request is already
-// buffered, so it never waits in Read), a hijacked one (WebSocket), TLS and
-// HTTP/2 are never in that state or are excluded, and close as before.
+// TLS, HTTP/2, upgraded or hijacked connections, pipelining, an answer that
+// said "Connection: close" or ran until the connection closed, and anything
+// the strict framer gives up on close as before.
 type conn struct {
 	net.Conn
 	listener *listener
 
-	mu       sync.Mutex
-	replay   []byte // bytes read before the hand-over, served first
-	kept     []byte // bytes of the next request kept from the old server
-	consumed int    // bytes the server read since its last answer went out
-	reading  int    // Reads in progress
-	released bool   // step 1 happened: hand over on Close
-	gone     bool   // handed over or closed: this value is done
-	foreign  bool   // TLS or HTTP/2: never handed over
-	handed   bool   // handed over, its first request not begun yet
-	seen     int    // bytes seen so far, up to len(http2Preface)
-	prefix   [len(http2Preface)]byte
+	mu      sync.Mutex
+	in, out framer // the requests the server reads, the answers it writes
+	read    int64  // bytes the server has read
+	heads   int    // request heads the server has read
+	final   int    // final answers the server has written in full
+	headReq []bool // per request without a final answer: whether it is HEAD
+
+	// Where requests end, to keep the bytes of those without an answer:
+	ends   []int64 // read offsets where complete, unanswered requests end
+	early  int     // answers complete before their request's end was read
+	need   int64   // read offset where the oldest unanswered request starts
+	keep   []byte  // bytes read from keepAt on: from need, or the last keepWindow of them
+	keepAt int64
+
+	wrote  bool   // the server wrote since its last final answer
+	never  bool   // the connection ends with its current exchange
+	replay []byte // bytes read before the hand-over, served first
+	kept   []byte // bytes of the next request kept from the old server
+
+	reading  int  // Reads in progress
+	released bool // step 1 happened, or the old server may still take a request
+	gone     bool // handed over or closed: this value is done
+	handed   bool // nothing read yet: registered with its listener as waiting
 }
 
-// http2Preface starts every HTTP/2 connection without TLS.
-const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+// keepWindow bounds the bytes kept per connection: a request without an
+// answer is replayed only while all of it fits.
+const keepWindow = 16 << 10
 
 // errReleased is what the old server's Read sees when the connection is
 // taken from it; a timeout makes net/http end the connection quietly.
@@ -71,7 +89,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	case len(c.replay) > 0:
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
-		c.consumed += n
+		c.took(p[:n])
 		c.mu.Unlock()
 		return n, nil
 	}
@@ -84,68 +102,188 @@ func (c *conn) Read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	c.reading--
 	if n > 0 {
-		c.sniff(p[:n])
 		if c.released {
 			// the next request, arriving as the old server lets go: keep it
 			// for the next server
 			c.kept = append(c.kept, p[:n]...)
 			return 0, errReleased
 		}
-		if c.consumed == 0 && c.handed {
-			c.handed = false
-			c.listener.forget(c) // its first request on the new server began
-		}
-		c.consumed += n
+		c.took(p[:n])
 	}
 	return n, err
 }
 
-// sniff marks a connection that speaks TLS or HTTP/2 from its first bytes,
-// which may come in pieces. Callers hold mu.
-func (c *conn) sniff(b []byte) {
-	if c.seen >= len(c.prefix) {
+// took follows the bytes the server read. Callers hold mu.
+func (c *conn) took(b []byte) {
+	if c.handed {
+		c.handed = false
+		c.listener.forget(c) // its first request began
+	}
+	at := c.read
+	c.read += int64(len(b))
+	if c.never {
 		return
 	}
-	if c.seen == 0 && b[0] == 0x16 { // a TLS handshake record
-		c.foreign, c.seen = true, len(c.prefix)
+	c.keepBytes(b)
+	for len(b) > 0 && !c.never {
+		n, ev := c.in.step(b)
+		b, at = b[n:], at+int64(n)
+		switch ev {
+		case evHead:
+			// (a request saying "Connection: close" is answered so, and
+			// that answer ends hand-overs)
+			h, ok := parseRequestHead(c.in.buf)
+			if !ok || len(c.headReq) == 16 {
+				c.never = true
+				return
+			}
+			c.heads++
+			c.headReq = append(c.headReq, h.isHEAD)
+			if c.in.body(h.chunked, max(h.length, 0)) {
+				c.requestEnded(at)
+			}
+		case evEnd:
+			c.requestEnded(at)
+		}
+	}
+	if c.in.phase == phaseFailed {
+		c.never = true
+	}
+}
+
+func (c *conn) requestEnded(at int64) {
+	if c.early > 0 {
+		c.early--
+		c.cut(at)
 		return
 	}
-	c.seen += copy(c.prefix[c.seen:], b)
-	// what matches the HTTP/2 preface so far counts as HTTP/2 ("P" may
-	// still become POST, PUT or PATCH)
-	c.foreign = strings.HasPrefix(http2Preface, string(c.prefix[:c.seen]))
+	c.ends = append(c.ends, at)
+}
+
+func (c *conn) answerEnded() {
+	c.final++
+	if len(c.ends) == 0 {
+		c.early++ // answered before the request's body was read
+		return
+	}
+	c.cut(c.ends[0])
+	c.ends = c.ends[1:]
+}
+
+// cut drops the kept bytes before read offset at, where an answered
+// request ends: what follows is the oldest request without an answer.
+func (c *conn) cut(at int64) {
+	c.need = at
+	if skip := min(at-c.keepAt, int64(len(c.keep))); skip > 0 {
+		c.keep = append(c.keep[:0], c.keep[skip:]...)
+		c.keepAt += skip
+	}
+}
+
+// keepBytes appends what the server read to keep; past twice keepWindow,
+// only the last keepWindow bytes stay. keep always ends at c.read.
+func (c *conn) keepBytes(b []byte) {
+	c.keep = append(c.keep, b...)
+	if len(c.keep) > 2*keepWindow {
+		over := len(c.keep) - keepWindow
+		c.keep = append(c.keep[:0:0], c.keep[over:]...)
+		c.keepAt += int64(over)
+	}
 }
 
 func (c *conn) Write(p []byte) (int, error) {
-	if err := c.wrote(p); err != nil {
+	if err := c.writing(); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.sent(p[:n], err)
+	return n, err
 }
 
-// ReadFrom keeps the kernel's sendfile path for file responses.
+// ReadFrom keeps the kernel's sendfile path for file answers, which
+// net/http uses only for a body of known length.
 func (c *conn) ReadFrom(r io.Reader) (int64, error) {
-	if err := c.wrote(nil); err != nil {
+	if err := c.writing(); err != nil {
 		return 0, err
 	}
+	var n int64
+	var err error
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(c.Conn, r)
 	}
-	return io.Copy(c.Conn, r)
-}
-
-// wrote notes that the server sent (part of) an answer. An interim 1xx
-// answer ("HTTP/1.1 100 Continue", 103) ends nothing: the request goes on.
-func (c *conn) wrote(p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gone {
+	if c.out.phase == phaseBody && n <= c.out.remain {
+		c.out.remain -= n
+		if c.out.remain == 0 {
+			c.out.phase = phaseHead
+			c.answerEnded()
+			c.wrote = false
+		}
+	} else if n > 0 && c.out.phase != phaseUntilClose {
+		c.never = true
+	}
+	if err != nil {
+		c.never = true
+	}
+	return n, err
+}
+
+// writing notes that the server sends (part of) an answer, or refuses
+// when the connection is no longer the old server's.
+func (c *conn) writing() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wrote = true
+	if c.gone || c.released {
 		return net.ErrClosed
 	}
-	if !bytes.HasPrefix(p, []byte("HTTP/1.1 1")) {
-		c.consumed = 0
-	}
 	return nil
+}
+
+// sent follows the bytes the server wrote.
+func (c *conn) sent(b []byte, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.never = true
+	}
+	for len(b) > 0 && !c.never {
+		n, ev := c.out.step(b)
+		b = b[n:]
+		switch ev {
+		case evHead:
+			h, ok := parseAnswerHead(c.out.buf)
+			switch {
+			case !ok || h.status == 101 || h.close:
+				c.never = true
+				return
+			case h.status < 200: // an interim answer: the request goes on
+				c.out.buf = c.out.buf[:0]
+				continue
+			case len(c.headReq) == 0:
+				c.never = true // an answer to no request
+				return
+			}
+			isHEAD := c.headReq[0]
+			c.headReq = c.headReq[1:]
+			if isHEAD || h.status == 204 || h.status == 304 {
+				h.chunked, h.length = false, 0
+			}
+			if c.out.body(h.chunked, h.length) {
+				c.answerEnded()
+				c.wrote = len(b) > 0
+			}
+		case evEnd:
+			c.answerEnded()
+			c.wrote = len(b) > 0
+		}
+	}
+	if c.out.phase == phaseFailed || c.out.phase == phaseUntilClose {
+		c.never = true
+	}
 }
 
 // CloseWrite lets net/http half-close after an answer it cut short.
@@ -156,51 +294,103 @@ func (c *conn) CloseWrite() error {
 	return nil
 }
 
+// SetDeadline is not used by net/http while it serves a connection, only
+// when a handler hijacks it: such a connection is never handed over.
+func (c *conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.never = true
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+// verdict is what a Close may do with the connection.
+type verdict uint8
+
+const (
+	closeIt       verdict = iota
+	handOver              // between requests: hand over once no Read is pending
+	handIfDropped         // one request read, no answer begun: hand over if net/http drops it
+)
+
+// verdict decides from the framing whether the connection can go to the
+// newest server. Callers hold mu.
+func (c *conn) verdict() verdict {
+	if c.never || c.in.phase == phaseFailed || !c.out.between() || c.early > 0 ||
+		c.need < c.keepAt || c.wrote ||
+		!c.listener.isClosing() || !c.listener.group.hasSuccessor(c.listener) {
+		return closeIt
+	}
+	if c.heads == c.final {
+		return handOver
+	}
+	return handIfDropped
+}
+
 func (c *conn) Close() error {
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
 		return nil
 	}
-	if !c.released && c.reading > 0 && c.consumed == 0 && !c.foreign &&
-		c.listener.isClosing() && c.listener.group.hasSuccessor(c.listener) && c.listener.group.closedAsIdle() {
+	v := c.verdict()
+	if v == handIfDropped {
+		serve, panicking := c.whoCloses()
+		switch {
+		case panicking:
+			v = closeIt // the handler ran, and died
+		case serve && c.reading == 0:
+			v = handOver // the goroutine returns without running the handler
+		default:
+			// Shutdown (or anyone else) closes it while the goroutine may
+			// still be about to run the handler: wait for its own Close
+			c.released = true
+			reading := c.reading > 0
+			c.mu.Unlock()
+			if reading {
+				return c.Conn.SetReadDeadline(aLongTimeAgo)
+			}
+			return nil
+		}
+	}
+	if v == handOver && c.reading > 0 {
 		// step 1: Shutdown closes this idle connection while its goroutine
 		// waits for the next request
 		c.released = true
 		c.mu.Unlock()
 		return c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
-	if c.released && c.reading > 0 {
-		c.mu.Unlock()
-		return nil // step 2 comes from the reading goroutine
-	}
 	c.gone = true
-	handOver := c.released && c.consumed == 0
-	kept := c.kept
+	var unread []byte
+	if v == handOver {
+		unread = append(c.keep[c.need-c.keepAt:], c.kept...)
+	}
 	if c.handed {
 		c.handed = false
 		defer c.listener.forget(c)
 	}
 	c.mu.Unlock()
 
-	if !handOver {
+	if v != handOver {
 		return c.Conn.Close()
 	}
 	if err := c.Conn.SetDeadline(time.Time{}); err != nil {
 		return c.Conn.Close()
 	}
-	c.listener.group.give(c.Conn, kept, c.listener)
+	c.listener.group.give(c.Conn, unread, c.listener)
 	return nil
 }
 
-// releaseIfWaiting does step 1 for a connection handed over to this
-// listener's server that is still waiting for its first request there when
-// that server shuts down in turn: net/http counts it as new, not idle, and
+func (c *conn) whoCloses() (serve, panicking bool) {
+	return c.listener.group.serveClosing()
+}
+
+// releaseIfWaiting does step 1 for a connection that has read nothing yet
+// when its server shuts down: net/http counts it as new, not idle, and
 // would neither close it (for 5 s) nor answer a request read from then on.
 func (c *conn) releaseIfWaiting() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gone || c.released || c.consumed != 0 || len(c.replay) != 0 {
+	if c.gone || c.released || c.read != 0 || len(c.replay) != 0 {
 		return
 	}
 	c.released = true
@@ -209,19 +399,23 @@ func (c *conn) releaseIfWaiting() {
 	}
 }
 
-// closedAsIdle reports whether Close was called by net/http's Shutdown for
-// a connection in StateIdle.
-func closedAsIdle() bool {
-	var pcs [8]uintptr
+// serveClosing reports whether Close is called by a connection's own
+// net/http goroutine as it ends (serve), and whether that is because its
+// handler panicked.
+func serveClosing() (serve, panicking bool) {
+	var pcs [24]uintptr
 	n := runtime.Callers(3, pcs[:])
 	frames := runtime.CallersFrames(pcs[:n])
 	for {
 		f, more := frames.Next()
-		if strings.HasSuffix(f.Function, "net/http.(*Server).closeIdleConns") {
-			return true
+		switch {
+		case f.Function == "runtime.gopanic":
+			panicking = true
+		case f.Function == "net/http.(*conn).serve":
+			return true, panicking
 		}
 		if !more {
-			return false
+			return false, panicking
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,18 +12,19 @@ import (
 // fixture is a connection accepted by an old listener, a newer listener on
 // the same address, and the client end.
 type fixture struct {
-	c      *conn
-	newer  *listener
-	client net.Conn
-	idle   bool // what closedAsIdle answers: the Close comes from Shutdown for an idle connection
+	c         *conn
+	newer     *listener
+	client    net.Conn
+	panicking bool // what the connection goroutine's own Close reports
+	fromServe bool // whether the Close being made is that goroutine's
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	server, client := net.Pipe()
 	t.Cleanup(func() { server.Close(); client.Close() })
-	f := &fixture{client: client, idle: true}
-	g := &group{changed: make(chan struct{}), closedAsIdle: func() bool { return f.idle }}
+	f := &fixture{client: client}
+	g := &group{changed: make(chan struct{}), serveClosing: func() (bool, bool) { return f.fromServe, f.panicking && f.fromServe }}
 	old := &listener{group: g, conns: make(chan net.Conn, 1), done: make(chan struct{})}
 	f.newer = &listener{group: g, conns: make(chan net.Conn, 1), done: make(chan struct{})}
 	f.newer.serving.Store(true)
@@ -36,14 +38,27 @@ func (f *fixture) send(t *testing.T, s string) {
 	t.Helper()
 	go f.client.Write([]byte(s))
 	buf := make([]byte, len(s))
-	if n, _ := f.c.Read(buf); n != len(s) {
-		t.Fatalf("read %d of %d bytes", n, len(s))
+	for got := 0; got < len(s); {
+		n, err := f.c.Read(buf[got:])
+		if err != nil {
+			t.Fatalf("read %d of %d bytes: %v", got, len(s), err)
+		}
+		got += n
 	}
 }
 
 // answer makes the server write s.
 func (f *fixture) answer(s string) {
-	go func() { buf := make([]byte, 256); f.client.Read(buf) }()
+	go func() {
+		buf := make([]byte, len(s))
+		for got := 0; got < len(s); {
+			n, err := f.client.Read(buf[got:])
+			if err != nil {
+				return
+			}
+			got += n
+		}
+	}()
 	f.c.Write([]byte(s))
 }
 
@@ -81,8 +96,9 @@ func (f *fixture) shutdownCloses(t *testing.T, read <-chan error) (handed bool, 
 		if err := <-read; !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) && err != nil {
 			t.Logf("pending read ended with %v", err)
 		}
-		f.c.Close() // the connection goroutine's own
 	}
+	f.fromServe = true
+	f.c.Close() // the connection goroutine's own
 	select {
 	case got := <-f.newer.conns:
 		return true, string(got.(*conn).replay)
@@ -91,30 +107,88 @@ func (f *fixture) shutdownCloses(t *testing.T, read <-chan error) (handed bool, 
 	}
 }
 
-func TestConnHandsOverOnlyAnIdleConnectionClosedByShutdown(t *testing.T) {
-	const req, resp = "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
+	const (
+		get   = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+		ok    = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		post  = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+		chunk = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"
+	)
 	for _, tc := range []struct {
-		name    string
-		setup   func(*testing.T, *fixture)
-		waiting bool // net/http waits in Read when Shutdown closes
-		handed  bool
+		name      string
+		setup     func(*testing.T, *fixture)
+		waiting   bool   // net/http waits in Read when Shutdown closes
+		panicking bool   // the goroutine's Close comes as its handler panics
+		stopping  bool   // no newer config: Caddy stops
+		replay    string // what the new server reads first, when handed over
+		handed    bool
 	}{
-		{"idle after an answer", func(t *testing.T, f *fixture) { f.send(t, req); f.answer(resp) }, true, true},
-		{"fresh connection", func(*testing.T, *fixture) {}, true, true},
-		{"request read, not answered", func(t *testing.T, f *fixture) { f.send(t, req) }, true, false},
-		{"only an interim answer", func(t *testing.T, f *fixture) { f.send(t, req); f.answer("HTTP/1.1 100 Continue\r\n\r\n") }, true, false},
-		{"not closed by Shutdown as idle", func(t *testing.T, f *fixture) { f.send(t, req); f.answer(resp); f.idle = false }, true, false},
-		{"no Read waiting (pipelined request buffered)", func(t *testing.T, f *fixture) { f.send(t, req); f.answer(resp) }, false, false},
-		{"TLS", func(t *testing.T, f *fixture) { f.send(t, "\x16\x03\x01\x00"); f.answer("\x16\x03\x03") }, true, false},
-		{"HTTP/2, preface in pieces", func(t *testing.T, f *fixture) {
-			f.send(t, "PRI * HT")
-			f.send(t, "TP/2.0\r\n\r\nSM\r\n\r\n")
-			f.answer("x")
-		}, true, false},
-		{"POST is not HTTP/2", func(t *testing.T, f *fixture) { f.send(t, "P"); f.send(t, "OST / HTTP/1.1\r\n\r\n"); f.answer(resp) }, true, true},
+		{name: "idle after an answer", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok) }, waiting: true, handed: true},
+		{name: "fresh connection", setup: func(*testing.T, *fixture) {}, waiting: true, handed: true},
+		{name: "next request partly read", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok); f.send(t, "POST /a HT") },
+			waiting: true, handed: true, replay: "POST /a HT"},
+		{name: "request read, net/http drops it", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok); f.send(t, post) },
+			handed: true, replay: post},
+		{name: "request read, its handler panicked", setup: func(t *testing.T, f *fixture) { f.send(t, post) }, panicking: true},
+		{name: "request answered in part", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok[:20]) }},
+		{name: "only an interim answer", setup: func(t *testing.T, f *fixture) { f.send(t, post); f.answer("HTTP/1.1 100 Continue\r\n\r\n") }},
+		{name: "answer said Connection: close", setup: func(t *testing.T, f *fixture) {
+			f.send(t, get)
+			f.answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		}, waiting: true},
+		{name: "request saying Connection: close, dropped", setup: func(t *testing.T, f *fixture) { f.send(t, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n") },
+			handed: true, replay: "GET / HTTP/1.1\r\nConnection: close\r\n\r\n"},
+		{name: "answer ends with the connection", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer("HTTP/1.1 200 OK\r\n\r\nok") }, waiting: true},
+		{name: "two requests read, one answered (pipelining)", setup: func(t *testing.T, f *fixture) { f.send(t, get+post); f.answer(ok) },
+			handed: true, replay: post},
+		{name: "three read, one answered, the second begun", setup: func(t *testing.T, f *fixture) {
+			f.send(t, get+post+get)
+			f.answer(ok)
+			f.answer("HTTP/1.1 200 OK\r\n")
+		}},
+		{name: "answered before its body was read", setup: func(t *testing.T, f *fixture) { f.send(t, post[:len(post)-2]); f.answer(ok) }, waiting: true},
+		{name: "answered, then its body read", setup: func(t *testing.T, f *fixture) { f.send(t, post[:len(post)-2]); f.answer(ok); f.send(t, "lo") },
+			waiting: true, handed: true},
+		{name: "chunked request with trailer, chunked answer", setup: func(t *testing.T, f *fixture) {
+			f.send(t, chunk)
+			f.answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		}, waiting: true, handed: true},
+		{name: "HEAD answer with a Content-Length", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+			f.answer("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+		}, waiting: true, handed: true},
+		{name: "304 with a Content-Length", setup: func(t *testing.T, f *fixture) {
+			f.send(t, get)
+			f.answer("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n")
+		}, waiting: true, handed: true},
+		{name: "103 then the answer", setup: func(t *testing.T, f *fixture) {
+			f.send(t, get)
+			f.answer("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + ok)
+		}, waiting: true, handed: true},
+		{name: "upgraded", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			f.answer("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+		}, waiting: true},
+		{name: "hijacked", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok); f.c.SetDeadline(time.Time{}) }, waiting: true},
+		{name: "TLS", setup: func(t *testing.T, f *fixture) { f.send(t, "\x16\x03\x01\x00") }, waiting: true},
+		{name: "HTTP/2 preface", setup: func(t *testing.T, f *fixture) { f.send(t, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") }, waiting: true},
+		{name: "HTTP/1.0", setup: func(t *testing.T, f *fixture) { f.send(t, "GET / HTTP/1.0\r\n\r\n"); f.answer(ok) }, waiting: true},
+		{name: "bare LF", setup: func(t *testing.T, f *fixture) { f.send(t, "GET / HTTP/1.1\nHost: x\n\n"); f.answer(ok) }, waiting: true},
+		{name: "Content-Length and Transfer-Encoding", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+			f.answer(ok)
+		}, waiting: true},
+		{name: "request too big to keep, dropped", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n"+strings.Repeat("x", 40000))
+		}},
+		{name: "stopping, not reloading", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok) }, waiting: true, stopping: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
+			f.panicking = tc.panicking
+			if tc.stopping {
+				close(f.newer.done)
+			}
 			tc.setup(t, f)
 			var read <-chan error
 			if tc.waiting {
@@ -124,8 +198,8 @@ func TestConnHandsOverOnlyAnIdleConnectionClosedByShutdown(t *testing.T) {
 			if handed != tc.handed {
 				t.Fatalf("handed over: %v, want %v", handed, tc.handed)
 			}
-			if handed && replay != "" {
-				t.Fatalf("replays %q, nothing was sent", replay)
+			if replay != tc.replay {
+				t.Fatalf("replays %q, want %q", replay, tc.replay)
 			}
 		})
 	}

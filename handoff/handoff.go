@@ -1,8 +1,8 @@
-// Package handoff is a Caddy listener wrapper that makes config reloads lose
-// far fewer requests.
+// Package handoff is a Caddy listener wrapper that makes config reloads
+// lose no requests on plain HTTP/1.1 connections.
 //
 // A Caddy reload starts the new config's servers on their own sockets
-// (SO_REUSEPORT) and then shuts the old servers down. Two things lose
+// (SO_REUSEPORT) and then shuts the old servers down. Three things lose
 // requests at that instant, with stock Caddy as with any handler:
 //
 //   - Closing the old listening socket resets the connections still queued
@@ -10,16 +10,22 @@
 //     the sockets bound to the port while they are open.
 //   - net/http's Shutdown closes every idle keep-alive connection. A client
 //     whose next request is already on the wire gets a reset.
+//   - A connection goroutine that finishes an answer, or reads a request,
+//     once Shutdown began closes the connection without running the next
+//     handler, although its last answer may have promised to keep the
+//     connection open.
 //
-// The wrapper addresses both. The first socket on an address stays open for as
-// long as any config listens there; the socket each later config binds is
-// emptied into it and closed at once, so no socket with a backlog is ever
-// closed during a reload. A group accept loop gives each connection to the
-// newest config's server. HTTP/1 connections that an old server's
-// Shutdown closes as idle (net/http's own verdict) are handed, with any
-// bytes of their next request that arrive meanwhile, to the newest server,
-// which reads that request as if the connection were new. Nothing changes
-// while no reload is running.
+// The wrapper addresses all three. The first socket on an address stays
+// open for as long as any config listens there; the socket each later
+// config binds is emptied into it and stops listening in the same
+// instant, so no socket with a backlog is closed during a reload. A group
+// accept loop gives each connection to the newest config's server. Each
+// connection follows the HTTP/1.1 framing of what its server reads and
+// writes (framer); when an old server closes one between requests, or with
+// requests read that net/http dropped unanswered, the socket goes to the
+// newest server with those requests' bytes replayed first, and that server
+// reads them as if the connection were new. Nothing changes while no
+// reload is running.
 package handoff
 
 import (
@@ -120,9 +126,12 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 		// an older config's socket serves this address: empty this one
 		// into the group (the older server takes what it held) and close it
 		// before its backlog can grow
+		queued := drain(tcp)
+		_ = ln.Close()
 		go func() {
-			g.drain(tcp)
-			_ = ln.Close()
+			for _, c := range queued {
+				g.give(c, nil, nil)
+			}
 		}()
 	}
 	return l
@@ -167,11 +176,11 @@ type group struct {
 	closed    bool          // the socket is closed; the group takes no listener
 	changed   chan struct{} // closed and replaced when a listener starts or stops serving
 
-	closedAsIdle func() bool // reports whether a Close comes from Shutdown for an idle connection
+	serveClosing func() (serve, panicking bool) // where a connection's Close comes from
 }
 
 func newGroup(socket net.Listener, logger *zap.Logger) *group {
-	g := &group{socket: socket, logger: logger, changed: make(chan struct{}), closedAsIdle: closedAsIdle}
+	g := &group{socket: socket, logger: logger, changed: make(chan struct{}), serveClosing: serveClosing}
 	go g.acceptLoop()
 	return g
 }
@@ -265,19 +274,6 @@ func (g *group) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		g.give(c, nil, nil)
-	}
-}
-
-// drain accepts what is queued on a socket about to be closed, without
-// waiting for more, and gives it to the group.
-func (g *group) drain(tcp *net.TCPListener) {
-	for range 1024 {
-		_ = tcp.SetDeadline(time.Now().Add(100 * time.Microsecond))
-		c, err := tcp.Accept()
-		if err != nil {
-			return
-		}
 		g.give(c, nil, nil)
 	}
 }
