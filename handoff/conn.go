@@ -167,7 +167,7 @@ func (c *conn) answerEnded() {
 		return
 	}
 	c.cut(c.ends[0])
-	c.ends = c.ends[1:]
+	c.ends = c.ends[:copy(c.ends, c.ends[1:])]
 }
 
 // cut drops the kept bytes before read offset at, where an answered
@@ -268,7 +268,7 @@ func (c *conn) sent(b []byte, err error) {
 				return
 			}
 			isHEAD := c.headReq[0]
-			c.headReq = c.headReq[1:]
+			c.headReq = c.headReq[:copy(c.headReq, c.headReq[1:])]
 			if isHEAD || h.status == 204 || h.status == 304 {
 				h.chunked, h.length = false, 0
 			}

@@ -127,6 +127,18 @@ func (f *framer) step(p []byte) (int, event) {
 // its CRLF (a trailer section may be just that empty line). Every LF must
 // follow a CR and every CR precede an LF.
 func (f *framer) collect(p []byte, limit int) (int, bool) {
+	if len(f.buf) == 0 && f.phase == phaseHead {
+		// the usual case: a whole head in one read
+		if i := bytes.Index(p, []byte("\r\n\r\n")); i >= 0 && i+4 <= limit {
+			h := p[:i+4]
+			if n := bytes.Count(h, []byte{'\n'}); bytes.Count(h, []byte{'\r'}) != n || bytes.Count(h, []byte("\r\n")) != n {
+				f.fail() // a CR or an LF alone
+				return len(p), false
+			}
+			f.buf = append(f.buf, h...)
+			return len(h), true
+		}
+	}
 	from := 0
 	for {
 		i := bytes.IndexByte(p[from:], '\n')
@@ -264,43 +276,60 @@ func parseAnswerHead(b []byte) (h head, ok bool) {
 }
 
 // headers reads the header lines that follow a start line, noting the
-// ones that frame the message. Repeated or conflicting framing fails.
+// ones that frame the message. Repeated or conflicting framing fails, and
+// so does a folded line. (A header name net/http refuses, such as
+// "Content-Length " with a space, draws a 400 that closes the connection.)
 func (h *head) headers(b []byte) bool {
 	h.length = -1
 	var sawLength, sawTE bool
 	for len(b) > 2 { // the last 2 bytes end the head
-		var line []byte
-		line, b, _ = bytes.Cut(b, []byte("\r\n"))
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || len(name) == 0 || !allToken(name) {
-			return false // also a folded line: it starts with a space
+		i := bytes.IndexByte(b, '\n') // every line ends in CRLF (collect)
+		line := b[:i-1]
+		b = b[i+1:]
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
+			return false
 		}
-		value = bytes.Trim(value, " \t")
+		name := line[:colon]
 		switch {
-		case bytes.EqualFold(name, []byte("Content-Length")):
+		case len(name) == len("Content-Length") && bytes.EqualFold(name, []byte("Content-Length")):
+			value := trimOWS(line[colon+1:])
 			if sawLength || len(value) == 0 || len(value) > 18 {
 				return false
 			}
 			sawLength = true
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || value[0] == '+' || value[0] == '-' {
-				return false
+			h.length = 0
+			for _, c := range value {
+				if c < '0' || c > '9' {
+					return false
+				}
+				h.length = h.length*10 + int64(c-'0')
 			}
-			h.length = n
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			if sawTE || !bytes.EqualFold(value, []byte("chunked")) {
+		case len(name) == len("Transfer-Encoding") && bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			if sawTE || !bytes.EqualFold(trimOWS(line[colon+1:]), []byte("chunked")) {
 				return false
 			}
 			sawTE, h.chunked = true, true
-		case bytes.EqualFold(name, []byte("Connection")):
-			for tok := range bytes.SplitSeq(value, []byte(",")) {
-				if bytes.EqualFold(bytes.Trim(tok, " \t"), []byte("close")) {
+		case len(name) == len("Connection") && bytes.EqualFold(name, []byte("Connection")):
+			for tok := range bytes.SplitSeq(line[colon+1:], []byte(",")) {
+				if bytes.EqualFold(trimOWS(tok), []byte("close")) {
 					h.close = true
 				}
 			}
 		}
 	}
 	return !(sawLength && sawTE)
+}
+
+// trimOWS trims the optional white space around a header value.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // validTrailer reports whether a trailer section (ending in an empty line)
