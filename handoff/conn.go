@@ -340,6 +340,8 @@ func (c *conn) Close() error {
 			v = closeIt // the handler ran, and died
 		case serve && c.reading == 0:
 			v = handOver // the goroutine returns without running the handler
+		case serve:
+			v = closeIt // someone still reads: no one would close it later
 		default:
 			// Shutdown (or anyone else) closes it while the goroutine may
 			// still be about to run the handler: wait for its own Close
