@@ -34,9 +34,10 @@ import (
 //  2. The goroutine then returns and closes the connection itself; that
 //     Close hands the socket over.
 //
-// TLS, HTTP/2, upgraded or hijacked connections, pipelining, an answer that
-// said "Connection: close" or ran until the connection closed, and anything
-// the strict framer gives up on close as before.
+// TLS, HTTP/2, upgraded or hijacked connections, an answer that said
+// "Connection: close" (or, to HTTP/1.0, did not say "keep-alive") or ran
+// until the connection closed, and anything the strict framer gives up on
+// close as before.
 type conn struct {
 	net.Conn
 	listener *listener
@@ -46,7 +47,7 @@ type conn struct {
 	read    int64  // bytes the server has read
 	heads   int    // request heads the server has read
 	final   int    // final answers the server has written in full
-	headReq []bool // per request without a final answer: whether it is HEAD
+	headReq []head // per request without a final answer: its head
 
 	// Where requests end, to keep the bytes of those without an answer:
 	ends   []int64 // read offsets where complete, unanswered requests end
@@ -138,7 +139,7 @@ func (c *conn) took(b []byte) {
 				return
 			}
 			c.heads++
-			c.headReq = append(c.headReq, h.isHEAD)
+			c.headReq = append(c.headReq, h)
 			if c.in.body(h.chunked, max(h.length, 0)) {
 				c.requestEnded(at)
 			}
@@ -267,9 +268,13 @@ func (c *conn) sent(b []byte, err error) {
 				c.never = true // an answer to no request
 				return
 			}
-			isHEAD := c.headReq[0]
+			req := c.headReq[0]
 			c.headReq = c.headReq[:copy(c.headReq, c.headReq[1:])]
-			if isHEAD || h.status == 204 || h.status == 304 {
+			if req.http10 != h.http10 || req.http10 && !h.keepAlive {
+				c.never = true // HTTP/1.0 without keep-alive, or a mix-up
+				return
+			}
+			if req.isHEAD || h.status == 204 || h.status == 304 {
 				h.chunked, h.length = false, 0
 			}
 			if c.out.body(h.chunked, h.length) {

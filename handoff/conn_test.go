@@ -172,7 +172,21 @@ func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
 		{name: "hijacked", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok); f.c.SetDeadline(time.Time{}) }, waiting: true},
 		{name: "TLS", setup: func(t *testing.T, f *fixture) { f.send(t, "\x16\x03\x01\x00") }, waiting: true},
 		{name: "HTTP/2 preface", setup: func(t *testing.T, f *fixture) { f.send(t, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") }, waiting: true},
-		{name: "HTTP/1.0", setup: func(t *testing.T, f *fixture) { f.send(t, "GET / HTTP/1.0\r\n\r\n"); f.answer(ok) }, waiting: true},
+		{name: "HTTP/1.0", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "GET / HTTP/1.0\r\n\r\n")
+			f.answer("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}, waiting: true},
+		{name: "HTTP/1.0 keep-alive", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+			f.answer("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+		}, waiting: true, handed: true},
+		{name: "HTTP/1.0 keep-alive refused", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+			f.answer("HTTP/1.0 200 OK\r\n\r\nok")
+		}, waiting: true},
+		{name: "HTTP/1.0 chunked (net/http ignores it)", setup: func(t *testing.T, f *fixture) {
+			f.send(t, "POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+		}},
 		{name: "bare LF", setup: func(t *testing.T, f *fixture) { f.send(t, "GET / HTTP/1.1\nHost: x\n\n"); f.answer(ok) }, waiting: true},
 		{name: "Content-Length and Transfer-Encoding", setup: func(t *testing.T, f *fixture) {
 			f.send(t, "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")

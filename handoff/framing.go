@@ -234,36 +234,49 @@ func (f *framer) body(chunked bool, length int64) bool {
 
 // head is what a request or answer head says about framing.
 type head struct {
-	status  int // answers: the status code
-	isHEAD  bool
-	chunked bool
-	length  int64 // -1: none given
-	close   bool  // the connection ends after this message
+	status    int // answers: the status code
+	isHEAD    bool
+	http10    bool // HTTP/1.0: the connection ends unless "keep-alive" is said
+	chunked   bool
+	length    int64 // -1: none given
+	close     bool  // "Connection: close"
+	keepAlive bool  // "Connection: keep-alive"
 }
 
 // parseRequestHead reads a request head (ending in an empty line). It
-// fails on anything but an HTTP/1.1 request with unambiguous framing.
+// fails on anything but an HTTP/1.1 or HTTP/1.0 request with unambiguous
+// framing.
 func parseRequestHead(b []byte) (h head, ok bool) {
 	line, rest, _ := bytes.Cut(b, []byte("\r\n"))
 	method, line, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(line, []byte(" "))
 	if !ok1 || !ok2 || len(method) == 0 || len(target) == 0 || !allToken(method) ||
-		string(proto) != "HTTP/1.1" || string(method) == "CONNECT" || string(method) == "PRI" {
+		string(method) == "CONNECT" || string(method) == "PRI" {
+		return h, false
+	}
+	switch string(proto) {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		h.http10 = true
+	default:
 		return h, false
 	}
 	h.isHEAD = string(method) == "HEAD"
-	if !h.headers(rest) {
+	if !h.headers(rest) || h.http10 && h.chunked { // net/http ignores chunked in HTTP/1.0
 		return h, false
 	}
 	return h, true
 }
 
-// parseAnswerHead reads an answer head as net/http writes it.
+// parseAnswerHead reads an answer head as net/http writes it: with an
+// HTTP/1.0 status line to an HTTP/1.0 request.
 func parseAnswerHead(b []byte) (h head, ok bool) {
 	line, rest, _ := bytes.Cut(b, []byte("\r\n"))
-	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
+	if len(line) < 12 || (string(line[:9]) != "HTTP/1.1 " && string(line[:9]) != "HTTP/1.0 ") ||
+		(len(line) > 12 && line[12] != ' ') {
 		return h, false
 	}
+	h.http10 = line[7] == '0'
 	status, err := strconv.Atoi(string(line[9:12]))
 	if err != nil || status < 100 {
 		return h, false
@@ -312,8 +325,11 @@ func (h *head) headers(b []byte) bool {
 			sawTE, h.chunked = true, true
 		case len(name) == len("Connection") && bytes.EqualFold(name, []byte("Connection")):
 			for tok := range bytes.SplitSeq(line[colon+1:], []byte(",")) {
-				if bytes.EqualFold(trimOWS(tok), []byte("close")) {
+				switch tok = trimOWS(tok); {
+				case bytes.EqualFold(tok, []byte("close")):
 					h.close = true
+				case bytes.EqualFold(tok, []byte("keep-alive")):
+					h.keepAlive = true
 				}
 			}
 		}

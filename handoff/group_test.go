@@ -116,9 +116,10 @@ func (c *config) shutDown() {
 
 // client is a raw keep-alive connection.
 type client struct {
-	t    *testing.T
-	conn net.Conn
-	br   *bufio.Reader
+	t      *testing.T
+	conn   net.Conn
+	br     *bufio.Reader
+	http10 bool // HTTP/1.0 with "Connection: keep-alive" (as ab -k sends)
 }
 
 func dial(t *testing.T, addr string) *client {
@@ -137,7 +138,11 @@ func (c *client) post(path string) (string, bool, error) {
 	c.t.Helper()
 	_ = c.conn.SetDeadline(time.Now().Add(10 * time.Second))
 	body := "data for " + path
-	if _, err := fmt.Fprintf(c.conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body); err != nil {
+	proto := "HTTP/1.1"
+	if c.http10 {
+		proto = "HTTP/1.0\r\nConnection: keep-alive"
+	}
+	if _, err := fmt.Fprintf(c.conn, "POST %s %s\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, proto, len(body), body); err != nil {
 		return "", false, err
 	}
 	resp, err := http.ReadResponse(c.br, nil)
@@ -210,37 +215,40 @@ func TestGroupHandsOverWhatShutdownWouldDrop(t *testing.T) {
 			oldSecond: 1,
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var once sync.Once
-			old := startConfig(t, "127.0.0.1:0", "old", func(c *config) { tc.arm(c, &once) })
-			addr := old.ln.Addr().String()
-			cl := dial(t, addr)
-			if got, closed, err := cl.post("/first"); err != nil || got != "old" || closed {
-				t.Fatalf("/first: %q, closed %v, %v", got, closed, err)
-			}
-			nw := startConfig(t, addr, "new", nil) // the reload
+		for _, http10 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/HTTP1.0=%v", tc.name, http10), func(t *testing.T) {
+				var once sync.Once
+				old := startConfig(t, "127.0.0.1:0", "old", func(c *config) { tc.arm(c, &once) })
+				addr := old.ln.Addr().String()
+				cl := dial(t, addr)
+				cl.http10 = http10
+				if got, closed, err := cl.post("/first"); err != nil || got != "old" || closed {
+					t.Fatalf("/first: %q, closed %v, %v", got, closed, err)
+				}
+				nw := startConfig(t, addr, "new", nil) // the reload
 
-			got, closed, err := cl.post("/second")
-			switch {
-			case tc.answers == "" && err == nil:
-				t.Fatalf("/second answered by %q: its handler ran and died", got)
-			case tc.answers != "" && (err != nil || got != tc.answers || closed):
-				t.Fatalf("/second: answered by %q (want %q), closed %v, %v", got, tc.answers, closed, err)
-			}
-			if o, n := old.runs("/second"), nw.runs("/second"); o != tc.oldSecond || n != tc.newSecond {
-				t.Fatalf("/second ran %d times on the old config, %d on the new; want %d, %d", o, n, tc.oldSecond, tc.newSecond)
-			}
-			if tc.answers == "" {
-				return
-			}
-			// and the connection goes on, with the new config
-			if got, closed, err := cl.post("/third"); err != nil || got != "new" || closed {
-				t.Fatalf("/third: %q, closed %v, %v", got, closed, err)
-			}
-			if n := nw.runs("/third"); n != tc.newThird {
-				t.Fatalf("/third ran %d times on the new config", n)
-			}
-		})
+				got, closed, err := cl.post("/second")
+				switch {
+				case tc.answers == "" && err == nil:
+					t.Fatalf("/second answered by %q: its handler ran and died", got)
+				case tc.answers != "" && (err != nil || got != tc.answers || closed):
+					t.Fatalf("/second: answered by %q (want %q), closed %v, %v", got, tc.answers, closed, err)
+				}
+				if o, n := old.runs("/second"), nw.runs("/second"); o != tc.oldSecond || n != tc.newSecond {
+					t.Fatalf("/second ran %d times on the old config, %d on the new; want %d, %d", o, n, tc.oldSecond, tc.newSecond)
+				}
+				if tc.answers == "" {
+					return
+				}
+				// and the connection goes on, with the new config
+				if got, closed, err := cl.post("/third"); err != nil || got != "new" || closed {
+					t.Fatalf("/third: %q, closed %v, %v", got, closed, err)
+				}
+				if n := nw.runs("/third"); n != tc.newThird {
+					t.Fatalf("/third ran %d times on the new config", n)
+				}
+			})
+		}
 	}
 }
 
