@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -270,5 +271,30 @@ func TestGroupKeepsOneSocket(t *testing.T) {
 		if got, _, err := cl.post("/y"); err != nil || got != "new" {
 			t.Fatalf("after the old config stopped: %q, %v", got, err)
 		}
+	}
+}
+
+// The group's own socket gets every new connection: a socket another
+// config binds on the address later receives none, so stopping it resets
+// none (Linux: SO_ATTACH_REUSEPORT_CBPF).
+func TestGroupSteersNewConnectionsToItsSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("steering is Linux only")
+	}
+	old := startConfig(t, "127.0.0.1:0", "old", nil)
+	addr := old.ln.Addr().String()
+	later := reuseport(t, addr) // listening, never accepting
+	defer later.Close()
+	for range 64 {
+		cl := dial(t, addr)
+		if got, _, err := cl.post("/x"); err != nil || got != "old" {
+			t.Fatalf("%q, %v", got, err)
+		}
+		cl.conn.Close()
+	}
+	_ = later.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Millisecond))
+	if c, err := later.Accept(); err == nil {
+		c.Close()
+		t.Fatal("a new connection reached a socket bound later")
 	}
 }

@@ -15,9 +15,10 @@
 //     handler, although its last answer may have promised to keep the
 //     connection open.
 //
-// The wrapper addresses all three. The first socket on an address stays
-// open for as long as any config listens there; the socket each later
-// config binds is emptied into it and stops listening in the same
+// The wrapper addresses all three. Each address gets one socket of its own
+// for as long as any config listens there; on Linux its SO_REUSEPORT group
+// steers every new connection to it (steeredSocket), and the socket each
+// later config binds is emptied into it and stops listening in the same
 // instant, so no socket with a backlog is closed during a reload. A group
 // accept loop gives each connection to the newest config's server. Each
 // connection follows the HTTP/1.1 framing of what its server reads and
@@ -110,7 +111,7 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 	)
 	for {
 		val, found, _ := groups.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newGroup(ln, w.logger), nil
+			return newGroup(ln, tcp, w.logger), nil
 		})
 		g, loaded = val.(*group), found
 		l.group = g
@@ -122,12 +123,15 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 		_, _ = groups.Delete(key)
 		runtime.Gosched()
 	}
+	queued := g.takeQueued()
 	if loaded {
 		// an older config's socket serves this address: empty this one
 		// into the group (the older server takes what it held) and close it
 		// before its backlog can grow
-		queued := drain(tcp)
+		queued = drain(tcp)
 		_ = ln.Close()
+	}
+	if len(queued) > 0 {
 		go func() {
 			for _, c := range queued {
 				g.give(c, nil, nil)
@@ -168,8 +172,9 @@ func tcpListener(ln net.Listener, depth int) *net.TCPListener {
 // group is the socket of one address and every config's listener on it,
 // oldest first. Its accept loop runs until the last listener closes.
 type group struct {
-	socket net.Listener // Caddy's listener of the first config, closed through it
+	socket net.Listener // the group's own (steeredSocket), or the first config's
 	logger *zap.Logger
+	queued []net.Conn // what the first config's socket held when it was replaced
 
 	mu        sync.Mutex
 	listeners []*listener
@@ -179,10 +184,27 @@ type group struct {
 	serveClosing func() (serve, panicking bool) // where a connection's Close comes from
 }
 
-func newGroup(socket net.Listener, logger *zap.Logger) *group {
-	g := &group{socket: socket, logger: logger, changed: make(chan struct{}), serveClosing: serveClosing}
+func newGroup(ln net.Listener, tcp *net.TCPListener, logger *zap.Logger) *group {
+	g := &group{socket: ln, logger: logger, changed: make(chan struct{}), serveClosing: serveClosing}
+	if own, queued, err := steeredSocket(tcp); err == nil {
+		g.socket, g.queued = own, queued
+		_ = ln.Close() // emptied, no longer listening
+	} else if logger != nil {
+		logger.Debug("new connections are not steered to one socket: a reload may reset one",
+			zap.String("address", ln.Addr().String()), zap.Error(err))
+	}
 	go g.acceptLoop()
 	return g
+}
+
+// takeQueued returns, once, the connections the first config's socket
+// held when the group replaced it.
+func (g *group) takeQueued() []net.Conn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	q := g.queued
+	g.queued = nil
+	return q
 }
 
 // add appends l, or reports false if the group has already closed.

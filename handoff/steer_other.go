@@ -1,0 +1,15 @@
+//go:build !linux
+
+package handoff
+
+import (
+	"errors"
+	"net"
+)
+
+// steeredSocket is Linux only (SO_ATTACH_REUSEPORT_CBPF): elsewhere the
+// first config's socket serves the group, and a later config's socket is
+// drained as it stops listening.
+func steeredSocket(*net.TCPListener) (net.Listener, []net.Conn, error) {
+	return nil, nil, errors.ErrUnsupported
+}
