@@ -321,14 +321,22 @@ const (
 // newest server. Callers hold mu.
 func (c *conn) verdict() verdict {
 	if c.never || c.in.phase == phaseFailed || !c.out.between() || c.early > 0 ||
-		c.need < c.keepAt || c.wrote ||
-		!c.listener.isClosing() || !c.listener.group.hasSuccessor(c.listener) {
+		c.need < c.keepAt || c.wrote || !c.replaced() {
 		return closeIt
 	}
 	if c.heads == c.final {
 		return handOver
 	}
 	return handIfDropped
+}
+
+// replaced reports whether a newer server can take the connection: its
+// own is shutting down with another to take over, or a newer config
+// already listens (Shutdown marks itself begun before it closes the
+// listener, and in between a connection goroutine already acts on it).
+func (c *conn) replaced() bool {
+	l := c.listener
+	return l.group.hasNewer(l) || l.isClosing() && l.group.hasSuccessor(l)
 }
 
 func (c *conn) Close() error {

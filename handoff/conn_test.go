@@ -17,6 +17,7 @@ type fixture struct {
 	client    net.Conn
 	panicking bool // what the connection goroutine's own Close reports
 	fromServe bool // whether the Close being made is that goroutine's
+	notClosed bool // Shutdown began but has not closed the listener yet
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -90,7 +91,9 @@ func (f *fixture) pendingRead(t *testing.T) <-chan error {
 // reports whether it was handed over (and with what).
 func (f *fixture) shutdownCloses(t *testing.T, read <-chan error) (handed bool, replay string) {
 	t.Helper()
-	close(f.c.listener.done)
+	if !f.notClosed {
+		close(f.c.listener.done)
+	}
 	f.c.Close() // Shutdown's
 	if read != nil {
 		if err := <-read; !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) && err != nil {
@@ -120,6 +123,7 @@ func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
 		waiting   bool   // net/http waits in Read when Shutdown closes
 		panicking bool   // the goroutine's Close comes as its handler panics
 		stopping  bool   // no newer config: Caddy stops
+		notClosed bool   // Shutdown began, the listener not closed yet
 		replay    string // what the new server reads first, when handed over
 		handed    bool
 	}{
@@ -129,6 +133,10 @@ func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
 			waiting: true, handed: true, replay: "POST /a HT"},
 		{name: "request read, net/http drops it", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok); f.send(t, post) },
 			handed: true, replay: post},
+		{name: "request read, net/http drops it before its listener closes", setup: func(t *testing.T, f *fixture) { f.send(t, post) },
+			notClosed: true, handed: true, replay: post},
+		{name: "answered, connection closed before its listener", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok) },
+			notClosed: true, handed: true},
 		{name: "request read, its handler panicked", setup: func(t *testing.T, f *fixture) { f.send(t, post) }, panicking: true},
 		{name: "request answered in part", setup: func(t *testing.T, f *fixture) { f.send(t, get); f.answer(ok[:20]) }},
 		{name: "only an interim answer", setup: func(t *testing.T, f *fixture) { f.send(t, post); f.answer("HTTP/1.1 100 Continue\r\n\r\n") }},
@@ -199,7 +207,7 @@ func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			f.panicking = tc.panicking
+			f.panicking, f.notClosed = tc.panicking, tc.notClosed
 			if tc.stopping {
 				close(f.newer.done)
 			}

@@ -128,7 +128,7 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 		// an older config's socket serves this address: empty this one
 		// into the group (the older server takes what it held) and close it
 		// before its backlog can grow
-		queued = drain(tcp)
+		queued = append(queued, drain(tcp)...)
 		_ = ln.Close()
 	}
 	if len(queued) > 0 {
@@ -241,6 +241,19 @@ func (g *group) serving(l *listener) {
 func (g *group) hasSuccessor(l *listener) bool {
 	to, wait := g.newest(l)
 	return to != nil || wait != nil
+}
+
+// hasNewer reports whether a config newer than l's listens here: l's
+// server is being replaced, even if its Shutdown has not closed l yet.
+func (g *group) hasNewer(l *listener) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := len(g.listeners) - 1; i >= 0 && g.listeners[i] != l; i-- {
+		if !g.listeners[i].isClosing() {
+			return true
+		}
+	}
+	return false
 }
 
 // remove takes l out; when it was the last one the socket is closed.
