@@ -80,31 +80,47 @@ func parseGatewayDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 
 // handoffWrapper puts the gateway_handoff listener wrapper on the servers
 // that serve a gateway, so that a reload loses no request (see package
-// handoff). A site block can add a listener wrapper to its server, but
-// Caddy's adapter replaces a server's wrappers with those of a global
-// `servers` option when one applies — even one that sets no wrappers — so
-// the wrapper is also put first in every `servers` option, where it sits
-// before TLS and sees the raw connections.
+// handoff), followed by Caddy's `tls` placeholder: Caddy terminates TLS
+// first when the list names no `tls`, and the wrapper must see the raw
+// connections (under TLS it would hide TLS from the handlers, so it then
+// stays out of the way). A site block can add a listener wrapper to its
+// server, but Caddy's adapter replaces a server's wrappers with those of a
+// global `servers` option when one applies — even one that sets no
+// wrappers — so the wrapper is also put first in every `servers` option,
+// with `tls` after it when the option names none (TLS still comes before
+// the option's own wrappers, as it did).
 func handoffWrapper(h httpcaddyfile.Helper) []httpcaddyfile.ConfigValue {
 	wrapper := json.RawMessage(`{"wrapper":"gateway_handoff"}`)
+	tlsPlaceholder := json.RawMessage(`{"wrapper":"tls"}`)
 	if opts := reflect.ValueOf(h.Option("servers")); opts.Kind() == reflect.Slice {
 		for i := range opts.Len() {
 			field := opts.Index(i).FieldByName("ListenerWrappersRaw")
 			raws, ok := field.Interface().([]json.RawMessage)
-			if !ok || !field.CanSet() || slices.ContainsFunc(raws, isHandoffWrapper) {
+			if !ok || !field.CanSet() || slices.ContainsFunc(raws, isWrapper("gateway_handoff")) {
 				continue
 			}
-			field.Set(reflect.ValueOf(append([]json.RawMessage{wrapper}, raws...)))
+			front := []json.RawMessage{wrapper}
+			if !slices.ContainsFunc(raws, isWrapper("tls")) {
+				front = append(front, tlsPlaceholder)
+			}
+			field.Set(reflect.ValueOf(append(front, raws...)))
 		}
 	}
-	return []httpcaddyfile.ConfigValue{{Class: "listener_wrapper", Value: new(handoff.Wrapper)}}
+	values := []httpcaddyfile.ConfigValue{{Class: "listener_wrapper", Value: new(handoff.Wrapper)}}
+	if info, err := caddy.GetModule("caddy.listeners.tls"); err == nil {
+		values = append(values, httpcaddyfile.ConfigValue{Class: "listener_wrapper", Value: info.New()})
+	}
+	return values
 }
 
-func isHandoffWrapper(raw json.RawMessage) bool {
-	var w struct {
-		Wrapper string `json:"wrapper"`
+// isWrapper matches a listener wrapper's JSON by its name.
+func isWrapper(name string) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool {
+		var w struct {
+			Wrapper string `json:"wrapper"`
+		}
+		return json.Unmarshal(raw, &w) == nil && w.Wrapper == name
 	}
-	return json.Unmarshal(raw, &w) == nil && w.Wrapper == "gateway_handoff"
 }
 
 // UnmarshalCaddyfile sets up the gateway from Caddyfile tokens. Syntax:

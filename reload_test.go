@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // A keep-alive connection that is idle when Caddy reloads is handed to
@@ -243,5 +246,79 @@ func TestReloadKeepsTheCacheUnlessItsConfigChanges(t *testing.T) {
 		if went := calls.Load() > before; went == step.hit {
 			t.Fatalf("reload %d: upstream called %v with Cache-Status %q", i+1, went, cs)
 		}
+	}
+}
+
+// An HTTPS gateway site keeps its TLS: the hand-over wrapper sits before
+// Caddy's TLS (the directive lists `tls` after it), so handlers see r.TLS
+// and the upstream gets X-Forwarded-Proto: https, and new connections keep
+// being accepted across reloads.
+func TestHTTPSGatewayKeepsTLSAcrossReloads(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Seen-Proto", r.Header.Get("X-Forwarded-Proto"))
+		io.WriteString(w, "ok")
+	})
+	in := &instance{t: t, port: freePort(t), admin: freePort(t)}
+	caddyMu.Lock()
+	in.client = &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true},
+		Timeout:   10 * time.Second,
+	}
+	t.Cleanup(in.stop)
+	storage := t.TempDir()
+	load := func(retries int) {
+		t.Helper()
+		cfg, err := adaptCaddyfile(t, fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	skip_install_trust
+	storage file_system %s
+	auto_https disable_redirects
+	grace_period 5s
+}
+https://127.0.0.1:%d {
+	tls internal
+	header X-Scheme {scheme}
+	gateway /api/* {
+		service users %s {
+			retries %d
+		}
+	}
+}`, in.admin, storage, in.port, up.URL, retries))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Load(cfg, true); err != nil {
+			t.Fatalf("loading config: %v", err)
+		}
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d/api/users/x", in.port)
+	get := func() (*http.Response, error) {
+		resp, err := in.client.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	load(0)
+	// the internal CA issues the certificate in the background
+	var resp *http.Response
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if resp, err = get(); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 6 {
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if resp.TLS == nil || resp.Header.Get("X-Scheme") != "https" || resp.Header.Get("X-Seen-Proto") != "https" {
+			t.Fatalf("step %d: TLS %v, {scheme} %q, upstream saw X-Forwarded-Proto %q", i,
+				resp.TLS != nil, resp.Header.Get("X-Scheme"), resp.Header.Get("X-Seen-Proto"))
+		}
+		load(i%2 + 1)
+		resp, err = get()
 	}
 }

@@ -64,7 +64,7 @@ type conn struct {
 	reading  int  // Reads in progress
 	released bool // step 1 happened, or the old server may still take a request
 	gone     bool // handed over or closed: this value is done
-	handed   bool // nothing read yet: registered with its listener as waiting
+	waiting  bool // no request head read yet: registered with its listener
 }
 
 // keepWindow bounds the bytes kept per connection: a request without an
@@ -116,10 +116,6 @@ func (c *conn) Read(p []byte) (int, error) {
 
 // took follows the bytes the server read. Callers hold mu.
 func (c *conn) took(b []byte) {
-	if c.handed {
-		c.handed = false
-		c.listener.forget(c) // its first request began
-	}
 	at := c.read
 	c.read += int64(len(b))
 	if c.never {
@@ -140,6 +136,10 @@ func (c *conn) took(b []byte) {
 			}
 			c.heads++
 			c.headReq = append(c.headReq, h)
+			if c.waiting {
+				c.waiting = false
+				c.listener.forget(c) // net/http counts it as active from now on
+			}
 			if c.in.body(h.chunked, max(h.length, 0)) {
 				c.requestEnded(at)
 			}
@@ -358,10 +358,10 @@ func (c *conn) Close() error {
 		default:
 			// Shutdown (or anyone else) closes it while the goroutine may
 			// still be about to run the handler: wait for its own Close
+			// (the deadline is set before anyone can hand the socket on)
+			defer c.mu.Unlock()
 			c.released = true
-			reading := c.reading > 0
-			c.mu.Unlock()
-			if reading {
+			if c.reading > 0 {
 				return c.Conn.SetReadDeadline(aLongTimeAgo)
 			}
 			return nil
@@ -370,8 +370,8 @@ func (c *conn) Close() error {
 	if v == handOver && c.reading > 0 {
 		// step 1: Shutdown closes this idle connection while its goroutine
 		// waits for the next request
+		defer c.mu.Unlock()
 		c.released = true
-		c.mu.Unlock()
 		return c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
 	c.gone = true
@@ -379,8 +379,8 @@ func (c *conn) Close() error {
 	if v == handOver {
 		unread = append(c.keep[c.need-c.keepAt:], c.kept...)
 	}
-	if c.handed {
-		c.handed = false
+	if c.waiting {
+		c.waiting = false
 		defer c.listener.forget(c)
 	}
 	c.mu.Unlock()
@@ -399,13 +399,14 @@ func (c *conn) whoCloses() (serve, panicking bool) {
 	return c.listener.group.serveClosing()
 }
 
-// releaseIfWaiting does step 1 for a connection that has read nothing yet
-// when its server shuts down: net/http counts it as new, not idle, and
-// would neither close it (for 5 s) nor answer a request read from then on.
+// releaseIfWaiting does step 1 for a connection whose first request head
+// has not been read in full when its server shuts down: net/http counts it
+// as new, not idle, and would neither close it (for 5 s) nor answer a
+// request read from then on. What it read of a request goes along.
 func (c *conn) releaseIfWaiting() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gone || c.released || c.read != 0 || len(c.replay) != 0 {
+	if c.gone || c.released || c.heads != 0 {
 		return
 	}
 	c.released = true

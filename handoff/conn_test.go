@@ -227,29 +227,46 @@ func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
 	}
 }
 
-// A connection handed over and still waiting for its first request when
-// the next reload comes is handed over again (net/http would count it as
-// new and neither close it nor answer it); with no newer config, it closes.
-func TestConnWaitingForItsFirstRequestMovesOnAtTheNextReload(t *testing.T) {
-	f := newFixture(t)
-	server := f.c.Conn
-	g := f.newer.group
-	newest := &listener{group: g, conns: make(chan net.Conn, 1), done: make(chan struct{})}
-	newest.serving.Store(true)
-	g.listeners = append(g.listeners, newest)
+// A connection given to a server that has not read a whole request head
+// when that server shuts down (a reload, or a stop) moves on at once —
+// with what it read of the head — or closes: net/http counts it as new and
+// would leave it alone for 5 s, then drop the request.
+func TestConnWithoutARequestHeadMovesOnAtTheNextReload(t *testing.T) {
+	for _, tc := range []struct {
+		name, read string
+	}{
+		{"nothing read", ""},
+		{"part of a head read (slow client)", "GET /slow HT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			server := f.c.Conn
+			g := f.newer.group
+			newest := &listener{group: g, conns: make(chan net.Conn, 1), done: make(chan struct{})}
+			newest.serving.Store(true)
+			g.listeners = append(g.listeners, newest)
 
-	handed := &conn{Conn: server, listener: f.newer, handed: true}
-	if !f.newer.wait(handed) {
-		t.Fatal("not registered")
-	}
-	f.c = handed
-	read := f.pendingRead(t)
-	f.newer.Close() // releases it: its pending Read ends
-	<-read
-	handed.Close()
-	select {
-	case <-newest.conns:
-	default:
-		t.Fatal("not handed to the newest listener")
+			given := &conn{Conn: server, listener: f.newer, waiting: true}
+			if !f.newer.wait(given) {
+				t.Fatal("not registered")
+			}
+			f.c = given
+			if tc.read != "" {
+				f.send(t, tc.read)
+			}
+			read := f.pendingRead(t)
+			f.newer.Close() // releases it: its pending Read ends
+			<-read
+			f.fromServe = true
+			given.Close()
+			select {
+			case got := <-newest.conns:
+				if replay := string(got.(*conn).replay); replay != tc.read {
+					t.Fatalf("replays %q, want %q", replay, tc.read)
+				}
+			default:
+				t.Fatal("not handed to the newest listener")
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ package handoff
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
@@ -296,5 +298,97 @@ func TestGroupSteersNewConnectionsToItsSocket(t *testing.T) {
 	if c, err := later.Accept(); err == nil {
 		c.Close()
 		t.Fatal("a new connection reached a socket bound later")
+	}
+}
+
+// The wrapper takes only sockets Caddy made or inherited, never one under
+// another wrapper: taken from under crypto/tls, a connection would lose
+// its TLS state (r.TLS, {scheme}, X-Forwarded-Proto).
+func TestTCPListenerFindsOnlyCaddysOwnSockets(t *testing.T) {
+	raw := reuseport(t, "127.0.0.1:0")
+	defer raw.Close()
+	if tcp, _ := tcpListener(tls.NewListener(raw, &tls.Config{}), 4); tcp != nil {
+		t.Fatal("found the socket under a TLS listener")
+	}
+
+	made := caddyListen(t, "tcp/127.0.0.1:0")
+	if tcp, inherited := tcpListener(made, 4); tcp == nil || inherited {
+		t.Fatalf("a socket Caddy made: found %v, inherited %v", tcp != nil, inherited)
+	}
+
+	file, err := raw.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	fd := caddyListen(t, fmt.Sprintf("fd/%d", file.Fd()))
+	if tcp, inherited := tcpListener(fd, 4); tcp == nil || !inherited {
+		t.Fatalf("an inherited socket (fd/N): found %v, inherited %v", tcp != nil, inherited)
+	}
+}
+
+func caddyListen(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	na, err := caddy.ParseNetworkAddress(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := na.Listen(context.Background(), 0, net.ListenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.(net.Listener).Close() })
+	return ln.(net.Listener)
+}
+
+// With socket activation (`bind fd/N`) every config gets another handle
+// on the one inherited socket: a reload must leave it listening, and the
+// group must not replace it with a socket of its own.
+func TestGroupKeepsAnInheritedSocketListening(t *testing.T) {
+	raw := reuseport(t, "127.0.0.1:0")
+	defer raw.Close()
+	file, err := raw.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	addr := raw.Addr().String()
+	fdAddr := fmt.Sprintf("fd/%d", file.Fd())
+
+	serve := func(name string) (*http.Server, chan struct{}) {
+		ln := (&Wrapper{}).WrapListener(caddyListen(t, fdAddr))
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Config", name)
+			io.WriteString(w, name)
+		})}
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(ln) }()
+		return srv, done
+	}
+	old, oldDone := serve("old")
+	nw, nwDone := serve("new") // the reload
+	old.Shutdown(context.Background())
+	<-oldDone
+	for range 10 {
+		cl := dial(t, addr)
+		if got, _, err := cl.post("/x"); err != nil || got != "new" {
+			t.Fatalf("after the reload: %q, %v", got, err)
+		}
+		cl.conn.Close()
+	}
+	nw.Shutdown(context.Background())
+	<-nwDone
+	// and the socket still listens for whoever inherits it next (systemd
+	// passes it to the restarted process)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("the inherited socket no longer listens: %v", err)
+	}
+	c.Close()
+	_ = raw.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	if c, err := raw.Accept(); err != nil {
+		t.Fatalf("the inherited socket no longer listens: %v", err)
+	} else {
+		c.Close()
 	}
 }

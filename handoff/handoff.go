@@ -35,6 +35,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,14 +89,15 @@ func (w *Wrapper) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // exactly as long as some config listens on its address.
 var groups = caddy.NewUsagePool()
 
-// WrapListener wraps a plain TCP listener. Anything else — a listener that
-// already terminates TLS (the wrapper was placed after `tls`), a unix
-// socket, or a listener wrapped here already — is returned as it is.
+// WrapListener wraps a TCP listener as Caddy makes it. Anything else — a
+// listener that already terminates TLS (the wrapper was placed after
+// `tls`), one wrapped by another listener wrapper first, a unix socket, or
+// a listener wrapped here already — is returned as it is.
 func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 	if _, ok := ln.(*listener); ok {
 		return ln
 	}
-	tcp := tcpListener(ln, 4)
+	tcp, inherited := tcpListener(ln, 4)
 	if tcp == nil {
 		if w.logger != nil {
 			w.logger.Debug("not a TCP listener: reloads are not handed off",
@@ -111,7 +113,7 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 	)
 	for {
 		val, found, _ := groups.LoadOrNew(key, func() (caddy.Destructor, error) {
-			return newGroup(ln, tcp, w.logger), nil
+			return newGroup(ln, tcp, inherited, w.logger), nil
 		})
 		g, loaded = val.(*group), found
 		l.group = g
@@ -124,7 +126,12 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 		runtime.Gosched()
 	}
 	queued := g.takeQueued()
-	if loaded {
+	switch {
+	case loaded && inherited:
+		// another handle on the one inherited socket, which keeps
+		// listening: nothing to empty
+		_ = ln.Close()
+	case loaded:
 		// an older config's socket serves this address: empty this one
 		// into the group (the older server takes what it held) and close it
 		// before its backlog can grow
@@ -141,33 +148,44 @@ func (w *Wrapper) WrapListener(ln net.Listener) net.Listener {
 	return l
 }
 
-// tcpListener finds the *net.TCPListener inside ln. Caddy wraps its
-// sockets in a struct that embeds net.Listener (to count references), so
-// the search follows exported embedded Listener fields a few levels deep.
-func tcpListener(ln net.Listener, depth int) *net.TCPListener {
+// tcpListener finds the *net.TCPListener inside ln, and whether Caddy
+// inherited that socket (`bind fd/N`, socket activation) rather than made
+// it. Caddy wraps the sockets it makes in a struct of its own that embeds
+// net.Listener and keeps the listener's key ("tcp/:443", "fd/3"); the
+// search follows only such structs (package caddy), never another
+// wrapper — crypto/tls's listener embeds one too, and a connection taken
+// from under TLS would lose it.
+func tcpListener(ln net.Listener, depth int) (tcp *net.TCPListener, inherited bool) {
 	for ; ln != nil && depth > 0; depth-- {
 		if tcp, ok := ln.(*net.TCPListener); ok {
-			return tcp
+			return tcp, inherited
 		}
 		v := reflect.ValueOf(ln)
 		if v.Kind() == reflect.Pointer {
 			v = v.Elem()
 		}
-		if v.Kind() != reflect.Struct {
-			return nil
+		if v.Kind() != reflect.Struct || v.Type().PkgPath() != caddyPackage {
+			return nil, false
+		}
+		if key := v.FieldByName("lnKey"); key.IsValid() && key.Kind() == reflect.String &&
+			strings.HasPrefix(key.String(), "fd") {
+			inherited = true
 		}
 		f := v.FieldByName("Listener")
 		if !f.IsValid() || !f.CanInterface() {
-			return nil
+			return nil, false
 		}
 		inner, ok := f.Interface().(net.Listener)
 		if !ok {
-			return nil
+			return nil, false
 		}
 		ln = inner
 	}
-	return nil
+	return nil, false
 }
+
+// caddyPackage is the package of the structs Caddy wraps its sockets in.
+var caddyPackage = reflect.TypeOf(caddy.Context{}).PkgPath()
 
 // group is the socket of one address and every config's listener on it,
 // oldest first. Its accept loop runs until the last listener closes.
@@ -184,9 +202,12 @@ type group struct {
 	serveClosing func() (serve, panicking bool) // where a connection's Close comes from
 }
 
-func newGroup(ln net.Listener, tcp *net.TCPListener, logger *zap.Logger) *group {
+func newGroup(ln net.Listener, tcp *net.TCPListener, inherited bool, logger *zap.Logger) *group {
 	g := &group{socket: ln, logger: logger, changed: make(chan struct{}), serveClosing: serveClosing}
-	if own, queued, err := steeredSocket(tcp); err == nil {
+	if inherited {
+		// an inherited socket is not this process's to replace: it
+		// serves the group as it is
+	} else if own, queued, err := steeredSocket(tcp); err == nil {
 		g.socket, g.queued = own, queued
 		_ = ln.Close() // emptied, no longer listening
 	} else if logger != nil {
@@ -327,8 +348,8 @@ func (g *group) give(c net.Conn, unread []byte, from *listener) {
 			<-wait
 			continue
 		}
-		hc := &conn{Conn: c, listener: to, replay: unread, handed: len(unread) == 0}
-		if hc.handed && !to.wait(hc) {
+		hc := &conn{Conn: c, listener: to, replay: unread, waiting: true}
+		if !to.wait(hc) {
 			continue // it closed meanwhile
 		}
 		select {
@@ -357,10 +378,10 @@ type listener struct {
 	closeOnce sync.Once
 
 	mu      sync.Mutex
-	waiting map[*conn]struct{} // handed over, their first request not begun
+	waiting map[*conn]struct{} // given to its server, no request head read yet
 }
 
-// wait registers a handed-over connection until its first request begins,
+// wait registers a connection until its first request head is read,
 // or reports false if the listener is closing.
 func (l *listener) wait(c *conn) bool {
 	l.mu.Lock()
@@ -403,9 +424,9 @@ func (l *listener) Close() error {
 			waiting = append(waiting, c)
 		}
 		l.mu.Unlock()
-		// connections handed to this server that still wait for their first
-		// request: net/http counts them as new, so its Shutdown would leave
-		// them alone for 5 s, and drop a request read from them meanwhile
+		// connections given to this server whose first request head is not
+		// read in full: net/http counts them as new, so its Shutdown would
+		// leave them alone for 5 s, and drop a request read meanwhile
 		for _, c := range waiting {
 			c.releaseIfWaiting()
 		}
