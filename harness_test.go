@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,4 +230,52 @@ func mustContain(t testing.TB, haystack, needle string) {
 // bigBody is n deterministic bytes.
 func bigBody(n int) []byte {
 	return bytes.Repeat([]byte("0123456789abcdef"), n/16)
+}
+
+// reloadUnderLoad loads site(0) and site(1) in turn, 20 times, while 4
+// clients call send again and again, and returns how many calls were made.
+// Between reloads it lets at least 10 calls through the config just loaded.
+func reloadUnderLoad(in *instance, site func(int) string, send func()) int64 {
+	var done atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				send()
+				done.Add(1)
+			}
+		})
+	}
+	for i := range 20 {
+		in.load(site(i % 2))
+		for n := done.Load() + 10; done.Load() < n; {
+			runtime.Gosched()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	return done.Load()
+}
+
+// answered reports whether a request got a 200 answer, and reports the
+// failure otherwise; it reads and closes the body.
+func answered(t testing.TB, resp *http.Response, err error) bool {
+	t.Helper()
+	if err != nil {
+		t.Errorf("request lost: %v", err)
+		return false
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("request failed: %d %s", resp.StatusCode, b)
+		return false
+	}
+	return true
 }

@@ -1,14 +1,9 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -51,73 +46,21 @@ func TestStopAndReloadLeaveNothingBehind(t *testing.T) {
 		// load while reloading: unchanged config (cache kept) then changed
 		// config. The clients POST on keep-alive connections, which no
 		// client retries once the request went out: every request must be
-		// answered. Only a dial that failed (the request never left) is
-		// tried again; the kernel can refuse a connection in the
-		// microseconds a new config's socket takes to stop listening.
-		var badStatus, lost, dialFailed, done atomic.Int64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					post := func() (*http.Response, error) {
-						return in.client.Post(in.url("/api/users/load"), "text/plain", strings.NewReader("hello"))
-					}
-					resp, err := post()
-					for try := 0; isDialError(err) && try < 3; try++ {
-						dialFailed.Add(1)
-						resp, err = post()
-					}
-					switch {
-					case err != nil:
-						lost.Add(1)
-						t.Logf("request lost: %v", err)
-					case resp.StatusCode != 200:
-						badStatus.Add(1)
-						b, _ := io.ReadAll(resp.Body)
-						t.Logf("failed request: %d %s", resp.StatusCode, b)
-					}
-					if resp != nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-					done.Add(1)
-				}
-			}()
-		}
-		for i := range 20 {
-			in.load(block(i % 2))
-			// let traffic flow through each new config before the next reload
-			for n := done.Load() + 10; done.Load() < n; {
-				runtime.Gosched()
+		// answered.
+		var failed atomic.Int64
+		done := reloadUnderLoad(in, block, func() {
+			resp, err := in.client.Post(in.url("/api/users/load"), "text/plain", strings.NewReader("hello"))
+			if !answered(t, resp, err) {
+				failed.Add(1)
 			}
-		}
-		close(stop)
-		wg.Wait()
-		t.Logf("%d requests over 20 reloads, %d dials refused and tried again", done.Load(), dialFailed.Load())
-		if badStatus.Load() != 0 || lost.Load() != 0 {
-			t.Errorf("%d requests answered with an error status, %d lost, of %d", badStatus.Load(), lost.Load(), done.Load())
-		}
+		})
+		t.Logf("%d keep-alive POSTs over 20 reloads, %d failed", done, failed.Load())
 		in.client.CloseIdleConnections()
 	}()
 	up.Close()
 	// startCaddy's cleanup would stop again: make it a no-op
 	caddyMu.Lock()
 	goleak.VerifyNone(t, append(caddyProcessGoroutines, before)...)
-}
-
-// isDialError reports whether err is a failure to connect: the request
-// was never sent.
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // caddyProcessGoroutines are Caddy's own process-wide goroutines, which

@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,44 +88,14 @@ func TestReloadKeepsAcceptingNewConnections(t *testing.T) {
 	}
 	in := startCaddy(t, site(0))
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	var done, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := client.Post(in.url("/api/users/x"), "text/plain", strings.NewReader("hello"))
-				if err != nil {
-					failed.Add(1)
-					t.Errorf("request failed: %v", err)
-				} else {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						failed.Add(1)
-						t.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	for i := range 20 {
-		in.load(site(i % 2))
-		for n := done.Load() + 5; done.Load() < n; {
-			runtime.Gosched()
+	var failed atomic.Int64
+	done := reloadUnderLoad(in, site, func() {
+		resp, err := client.Post(in.url("/api/users/x"), "text/plain", strings.NewReader("hello"))
+		if !answered(t, resp, err) {
+			failed.Add(1)
 		}
-	}
-	close(stop)
-	wg.Wait()
-	t.Logf("%d new connections over 20 reloads, %d failed", done.Load(), failed.Load())
+	})
+	t.Logf("%d new connections over 20 reloads, %d failed", done, failed.Load())
 }
 
 // An upgraded (WebSocket-style) connection ends at a reload, as with stock
