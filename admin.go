@@ -3,9 +3,11 @@ package gateway
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -232,13 +234,17 @@ func (adminAPI) pools(w http.ResponseWriter, _ *http.Request, gws []*Gateway) er
 
 // purge removes cached entries: all, ?service=NAME, ?service=NAME&path=/x. A path matches at segment
 // boundaries (cache.Cache.Purge): /x removes /x, /x?… and /x/…, never /x2; a path ending in '/' or
-// '?' removes everything that starts with it. A service no selected gateway declares is a 404 (a
-// typo must not look like an empty cache).
+// '?' removes everything that starts with it; percent-escapes are compared decoded, so
+// path=/caf%C3%A9 removes what a client stored requesting /caf%C3%A9 (or /café). A service no
+// selected gateway declares is a 404 (a typo must not look like an empty cache).
+//
+// The query is parsed strictly: a purge that cannot be read exactly must remove nothing, where
+// url.Values would drop a malformed pair (path=/%zz) or an empty value (service=) and so widen it to
+// the whole service, or to everything.
 func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) error {
-	q := r.URL.Query()
-	service, path := q.Get("service"), q.Get("path")
-	if path != "" && service == "" {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("path needs service")}
+	service, path, err := purgeQuery(r.URL.RawQuery)
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	if service != "" && !slices.ContainsFunc(gws, func(g *Gateway) bool { return g.services[service] != nil }) {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown service %q", service)}
@@ -254,6 +260,30 @@ func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) er
 		removed += g.cache.Purge(service, path)
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"removed": removed, "service": service, "path": path})
+}
+
+// purgeQuery reads the service and path a purge names from a raw query: each at most once; service,
+// when given, not empty; path, when given, an absolute path and only with a service.
+func purgeQuery(raw string) (service, path string, err error) {
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("invalid query: %w", err)
+	}
+	for _, k := range []string{"service", "path"} {
+		if len(q[k]) > 1 {
+			return "", "", fmt.Errorf("%s given %d times", k, len(q[k]))
+		}
+	}
+	service, path = q.Get("service"), q.Get("path")
+	switch {
+	case q.Has("service") && service == "":
+		return "", "", fmt.Errorf("empty service: omit it to purge every service")
+	case q.Has("path") && !strings.HasPrefix(path, "/"):
+		return "", "", fmt.Errorf("path %q must start with '/': omit it to purge the whole service", path)
+	case q.Has("path") && service == "":
+		return "", "", fmt.Errorf("path needs service")
+	}
+	return service, path, nil
 }
 
 // Interface guard

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -752,4 +753,120 @@ func garbageUpstream(t *testing.T, resp string) string {
 		}
 	}()
 	return "http://" + l.Addr().String()
+}
+
+// A request body the gateway answers before it was read to its end leaves
+// the rest of it on the connection, and a request hidden in that rest must
+// never run: the answer says Connection: close and the connection ends
+// after it. Caddy replaces the request's Body with its own wrapper, so once
+// something closed the body early (http.MaxBytesReader past max_body, Go's
+// transport after an upstream answered without reading it) net/http took
+// the body for consumed, kept the connection, and parsed the body's rest as
+// requests: a request placed just past what it had read ran, with the
+// admin service's token. The hidden request's offset is where net/http
+// stopped: max_body+1 bytes read through http.MaxBytesReader, then 256 KiB
+// drained by its Close.
+func TestUnreadRequestBodyClosesTheConnection(t *testing.T) {
+	const hiddenAt = maxBodyLimit + 1 + 256<<10
+	cases := []struct {
+		name     string
+		maxBody  string
+		target   string
+		bodySize int
+		status   int
+		json     bool // the gateway's own answer
+	}{
+		{"chunked body over max_body", "max_body 1KiB", "/api/users/upload", 300_000, http.StatusRequestEntityTooLarge, true},
+		{"chunked body to an unknown service", "max_body 1KiB", "/api/nope/upload", 300_000, http.StatusNotFound, true},
+		// the upstream's own answer, while most of a large body is still unsent
+		{"upstream answers before reading the body", "", "/api/early/upload", 16 << 20, http.StatusOK, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			users := &requestLog{}
+			usersUp := upstreamServer(t, users.handler)
+			admin := &requestLog{}
+			adminUp := upstreamServer(t, admin.handler)
+			early := &requestLog{}
+			earlyUp := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+				// answers at once and never reads the body, like an upload
+				// endpoint refusing it
+				early.mu.Lock()
+				early.seen = append(early.seen, seenRequest{Case: r.Header.Get("X-Case"), Path: r.URL.Path})
+				early.mu.Unlock()
+				w.Header().Set("Content-Type", "text/plain")
+				_, _ = io.WriteString(w, "refused unread")
+			})
+			in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+				service users %s
+				service early %s
+				service admin %s {
+					token unread-body-admin-secret
+				}
+				%s
+			}`, usersUp.URL, earlyUp.URL, adminUp.URL, c.maxBody))
+			hidden := fmt.Sprintf("GET /api/admin/hidden HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Case: hidden\r\n\r\n", in.port)
+			data := bytes.Repeat([]byte("y"), c.bodySize)
+			copy(data[hiddenAt:], hidden)
+			var raw bytes.Buffer
+			fmt.Fprintf(&raw, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Case: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n",
+				c.target, in.port, c.name, len(data))
+			raw.Write(data)
+			raw.WriteString("\r\n0\r\n\r\n")
+
+			conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.port))
+			if err != nil {
+				t.Fatalf("dialing the gateway: %v", err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+			wrote := make(chan struct{})
+			go func() {
+				defer close(wrote)
+				_, _ = conn.Write(raw.Bytes()) // cut short when the gateway closes: expected
+			}()
+			defer func() {
+				conn.Close()
+				<-wrote
+			}()
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading the answer's body: %v", err)
+			}
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d, want %d: %.300s", resp.StatusCode, c.status, body)
+			}
+			if c.json {
+				if m := decodeJSON(t, body); m["status"] != float64(c.status) {
+					t.Errorf("error body %s", body)
+				}
+			}
+			if !resp.Close {
+				t.Errorf("answer without Connection: close (header %q), while the body's rest is on the wire", resp.Header.Get("Connection"))
+			}
+			// nothing follows the answer: no answer to a request parsed from
+			// the body, the connection closed (EOF, or a reset for the body
+			// bytes it did not read)
+			rest, err := io.ReadAll(br)
+			if len(rest) > 0 {
+				t.Errorf("the connection went on after the answer: %.300q", rest)
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the connection stayed open after the answer")
+			}
+			if got := admin.all(); len(got) > 0 {
+				t.Errorf("the request hidden in the body reached the token service: %+v", got)
+			}
+			for _, s := range append(users.all(), early.all()...) {
+				if s.Case != c.name {
+					t.Errorf("a request the client did not send as one reached an upstream: %+v", s)
+				}
+			}
+		})
+	}
 }

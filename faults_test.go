@@ -175,8 +175,11 @@ func TestFaultUpstreamClosesMidResponse(t *testing.T) {
 	noPanic(t, in)
 }
 
-// Answers that are not HTTP, or whose head is broken or oversized: 502 JSON
-// naming the service, never its address.
+// Answers that are not HTTP, or whose head is broken or oversized, or whose
+// status is no HTTP status or an unasked-for protocol switch: 502 JSON naming
+// the service, never its address — with the cache on and off, since both
+// write the status through different writers (a status below 100 made
+// net/http's WriteHeader panic in either).
 func TestFaultUpstreamGarbageOrOversizedHeaders(t *testing.T) {
 	cases := []struct{ name, resp string }{
 		{"not-http", "SSH-2.0-OpenSSH_9.6\r\n\r\n"},
@@ -188,44 +191,59 @@ func TestFaultUpstreamGarbageOrOversizedHeaders(t *testing.T) {
 		{"empty", ""},
 		{"head-cut", "HTTP/1.1 200 OK\r\nContent-Type: text/pl"},
 		{"oversized-head", "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("h", 11<<20) + "\r\n\r\n"},
+		// above the 1 MiB default of the service's transport (Go's own is 10 MB)
+		{"head-2MiB", "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("h", 2<<20) + "\r\nContent-Length: 0\r\n\r\n"},
 		{"binary", "\x00\x01\x02\x03\xff\xfe\r\n\r\n"},
 		{"status-600", "HTTP/1.1 600 Library Error\r\nContent-Length: 0\r\n\r\n"},
 		{"status-999", "HTTP/1.1 999 Nope\r\nContent-Length: 2\r\n\r\nno"},
+		{"status-099", "HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\nno"},
+		{"status-000", "HTTP/1.1 000 X\r\nContent-Length: 0\r\n\r\n"},
+		{"status-001-cacheable", "HTTP/1.1 001 X\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nno"},
+		// the client's GET asked for no upgrade: the proxy made this an empty 200
+		{"switch-101-unrequested", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"},
 	}
-	var block strings.Builder
-	block.WriteString("gateway /api/* {\n")
 	addrs := map[string]string{}
-	for _, c := range cases {
-		u := garbageUpstream(t, c.resp)
-		addrs[c.name] = strings.TrimPrefix(u, "http://")
-		fmt.Fprintf(&block, "\t\tservice %s %s {\n\t\t\ttimeout 5s\n\t\t}\n", c.name, u)
-	}
-	block.WriteString("\t}")
-	in := startCaddy(t, block.String())
+	upstreams := map[string]string{}
 	var names []string
 	for _, c := range cases {
+		u := garbageUpstream(t, c.resp)
+		upstreams[c.name] = u
+		addrs[c.name] = strings.TrimPrefix(u, "http://")
 		names = append(names, c.name)
-		t.Run(c.name, func(t *testing.T) {
-			resp, body, err := in.getWithin(t, 10*time.Second, "/api/"+c.name+"/x")
-			if err != nil {
-				t.Fatal(err)
+	}
+	for _, cache := range []string{"", "cache"} {
+		t.Run("cache="+fmt.Sprint(cache != ""), func(t *testing.T) {
+			var block strings.Builder
+			block.WriteString("gateway /api/* {\n")
+			for _, c := range cases {
+				fmt.Fprintf(&block, "\t\tservice %s %s {\n\t\t\ttimeout 5s\n\t\t}\n", c.name, upstreams[c.name])
 			}
-			if resp.StatusCode != http.StatusBadGateway {
-				t.Fatalf("status %d, want 502: %.300s", resp.StatusCode, body)
+			fmt.Fprintf(&block, "\t\t%s\n\t}", cache)
+			in := startCaddy(t, block.String())
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					resp, body, err := in.getWithin(t, 10*time.Second, "/api/"+c.name+"/x")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if resp.StatusCode != http.StatusBadGateway {
+						t.Fatalf("status %d, want 502: %.300s", resp.StatusCode, body)
+					}
+					if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+						t.Errorf("Content-Type %q", ct)
+					}
+					if m := decodeJSON(t, body); m["service"] != c.name || m["status"] != float64(502) {
+						t.Errorf("body %s", body)
+					}
+					if strings.Contains(string(body), addrs[c.name]) || strings.Contains(string(body), "127.0.0.1") {
+						t.Errorf("error body shows the upstream address: %s", body)
+					}
+				})
 			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type %q", ct)
-			}
-			if m := decodeJSON(t, body); m["service"] != c.name || m["status"] != float64(502) {
-				t.Errorf("body %s", body)
-			}
-			if strings.Contains(string(body), addrs[c.name]) || strings.Contains(string(body), "127.0.0.1") {
-				t.Errorf("error body shows the upstream address: %s", body)
-			}
+			waitPoolsIdle(t, in, names...)
+			noPanic(t, in)
 		})
 	}
-	waitPoolsIdle(t, in, names...)
-	noPanic(t, in)
 }
 
 // An upstream that sends its headers, then nothing: the client has the
@@ -477,5 +495,73 @@ func TestFaultSlowClientLargeResponse(t *testing.T) {
 	waitPoolsIdle(t, in, "big")
 	if resp, _ := in.get("/api/big/file"); strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
 		t.Error("an answer over max_item_size was served from the cache")
+	}
+}
+
+// An upstream switches protocols whether asked or not: a client that asked
+// to upgrade gets its upgraded connection (the 101 and then both ways),
+// with the cache on or off; one that did not ask gets a 502 JSON, not the
+// empty 200 the proxy made of the unrequested 101.
+func TestFaultSwitchingProtocolsOnlyWhenAsked(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "echo")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_ = brw.Flush()
+		_, _ = io.Copy(conn, brw) // echo until the client goes
+	})
+	for _, cache := range []string{"", "cache"} {
+		t.Run("cache="+fmt.Sprint(cache != ""), func(t *testing.T) {
+			in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+				service ws %s
+				%s
+			}`, up.URL, cache))
+			for _, c := range []struct {
+				name    string
+				upgrade string // request header lines
+				status  int
+			}{
+				{"asked", "Connection: Upgrade\r\nUpgrade: echo\r\n", http.StatusSwitchingProtocols},
+				{"not asked", "", http.StatusBadGateway},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.port))
+					if err != nil {
+						t.Fatalf("dialing the gateway: %v", err)
+					}
+					defer conn.Close()
+					_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+					br := bufio.NewReader(conn)
+					fmt.Fprintf(conn, "GET /api/ws/x HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", c.upgrade)
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("reading the answer: %v", err)
+					}
+					if resp.StatusCode != c.status {
+						t.Fatalf("status %d, want %d", resp.StatusCode, c.status)
+					}
+					if c.status != http.StatusSwitchingProtocols {
+						body, _ := io.ReadAll(resp.Body)
+						if m := decodeJSON(t, body); m["service"] != "ws" || m["status"] != float64(c.status) {
+							t.Errorf("body %s", body)
+						}
+						return
+					}
+					if _, err := io.WriteString(conn, "ping"); err != nil {
+						t.Fatalf("writing on the upgraded connection: %v", err)
+					}
+					buf := make([]byte, 4)
+					if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+						t.Fatalf("echo on the upgraded connection: %q %v", buf, err)
+					}
+				})
+			}
+			noPanic(t, in)
+		})
 	}
 }

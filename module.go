@@ -406,6 +406,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	start := time.Now()
 	ex := exchanges.Get().(*exchange)
 	ex.w, ex.rt = w, rt
+	if r.ProtoMajor == 1 {
+		ex.body = body // HTTP/2 and 3 frame each body: nothing to desync
+	}
 	res := cache.ResultBypass
 	if g.cache != nil {
 		res, err = g.cache.Serve(ex, r, name, rt.fetch)
@@ -517,15 +520,23 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
 )
 
-// clientBody remembers why reading the client's request body failed.
+// clientBody remembers why reading the client's request body failed, and
+// whether it was read to its end.
 type clientBody struct {
 	io.ReadCloser
 	err error
+	// eof: the body was read to its end, so nothing of it is left on the
+	// connection. Set by whoever reads it (the transport's write loop),
+	// read when the answer's header goes out.
+	eof atomic.Bool
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
+	switch {
+	case err == io.EOF:
+		b.eof.Store(true)
+	case err != nil && b.err == nil:
 		b.err = err
 	}
 	return n, err

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -305,6 +306,149 @@ func TestCacheErrorsAndPurgeAnswers(t *testing.T) {
 		}
 		if m["removed"] != tt.removed {
 			t.Errorf("%s: removed %v, want %v", tt.query, m["removed"], tt.removed)
+		}
+	}
+}
+
+// TestAdminPurgeEscapedPathsAndStrictQuery: a purge names a path the way the client requested it —
+// written into the admin URL as the client sent it, or encoded once more as a query value should be —
+// and removes the entry the gateway stored for that request, which is keyed by the client's escaped
+// spelling. A purge query that cannot be read exactly (an invalid escape, an empty service, a relative
+// or empty path, a parameter given twice) is a 400 that removes nothing: url.Values dropped what it
+// could not parse, which widened `path=/%zz` to the whole service and `service=` to every service.
+func TestAdminPurgeEscapedPathsAndStrictQuery(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, r.URL.EscapedPath())
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s
+		service b %s
+		cache
+	}`, up.URL, up.URL))
+	cacheStatus := func(path string) string {
+		t.Helper()
+		resp, body := in.get(path)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+		return resp.Header.Get("Cache-Status")
+	}
+	purge := func(query string) (int, map[string]any) {
+		t.Helper()
+		resp, body := in.adminDo("DELETE", "/gateway/cache?"+query)
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("purge %s: Content-Type %q: %s", query, ct, body)
+		}
+		return resp.StatusCode, decodeJSON(t, body)
+	}
+
+	t.Run("escaped paths", func(t *testing.T) {
+		for _, variant := range []string{"caf%C3%A9", "a%20b", "x%41", "sub!delims(1)"} {
+			path := "/e/" + variant
+			for _, spelling := range []struct{ name, value string }{
+				{"as requested", path},
+				{"query-encoded", url.QueryEscape(path)},
+				{"lower-case hex", strings.ToLower(path)},
+				{"parent, query-encoded", url.QueryEscape("/e")},
+			} {
+				t.Run(variant+"/"+spelling.name, func(t *testing.T) {
+					if code, m := purge("service=a"); code != 200 {
+						t.Fatalf("emptying the service: %d %v", code, m)
+					}
+					cacheStatus("/api/a" + path)
+					if cs := cacheStatus("/api/a" + path); !strings.Contains(cs, "; hit") {
+						t.Fatalf("not stored: Cache-Status %q", cs)
+					}
+					code, m := purge("service=a&path=" + spelling.value)
+					if code != 200 || m["removed"] != float64(1) {
+						t.Fatalf("purge path=%s: %d %v, want 200 and 1 removed", spelling.value, code, m)
+					}
+					if cs := cacheStatus("/api/a" + path); !strings.Contains(cs, "fwd=miss") {
+						t.Errorf("still served from the cache after the purge: Cache-Status %q", cs)
+					}
+				})
+			}
+		}
+	})
+
+	t.Run("bad queries", func(t *testing.T) {
+		stored := []string{"/api/a/e/p1", "/api/a/e/p2", "/api/b/e/p1"}
+		for _, p := range stored {
+			cacheStatus(p)
+		}
+		for _, q := range []string{
+			"service=a&path=/%zz",
+			"service=a&path=/e/p1%",
+			"service=a&%zz",
+			"service=",
+			"service=&path=/e/p1",
+			"service=a&path=relative",
+			"service=a&path=e/p1",
+			"service=a&path=",
+			"service=a&service=b",
+			"service=a&path=/e/p1&path=/e/p2",
+			"path=/e/p1",
+		} {
+			t.Run(q, func(t *testing.T) {
+				code, m := purge(q)
+				if code != http.StatusBadRequest {
+					t.Fatalf("status %d, want 400: %v", code, m)
+				}
+				if msg, _ := m["error"].(string); msg == "" {
+					t.Errorf("no error message: %v", m)
+				}
+			})
+		}
+		for _, p := range stored {
+			if cs := cacheStatus(p); !strings.Contains(cs, "; hit") {
+				t.Errorf("%s: removed by a rejected purge (Cache-Status %q)", p, cs)
+			}
+		}
+	})
+}
+
+// TestFatGetNeverReachesTheCache: a GET carrying a body is forwarded with it, and its answer (which
+// the upstream may base on the body) is neither stored nor served from the cache: the next plain GET
+// of the URL gets the plain answer.
+func TestFatGetNeverReachesTheCache(t *testing.T) {
+	var calls atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "body="+string(b))
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s
+		cache
+	}`, up.URL))
+	steps := []struct {
+		body     string
+		chunked  bool
+		want     string
+		wantCS   string
+		upstream int64
+	}{
+		{"role=admin", false, "body=role=admin", "fwd=bypass; detail=request-body", 1},
+		{"role=admin", true, "body=role=admin", "fwd=bypass; detail=request-body", 2},
+		{"", false, "body=", "fwd=miss; stored", 3},
+		{"", false, "body=", "; hit", 3},
+		{"role=admin", false, "body=role=admin", "fwd=bypass; detail=request-body", 4},
+	}
+	for i, s := range steps {
+		var body io.Reader
+		if s.body != "" {
+			body = strings.NewReader(s.body)
+			if s.chunked {
+				body = io.MultiReader(body) // unknown length: sent chunked
+			}
+		}
+		resp, got := in.do(http.MethodGet, "/api/a/search", body, nil)
+		cs := resp.Header.Get("Cache-Status")
+		if resp.StatusCode != 200 || string(got) != s.want || !strings.Contains(cs, s.wantCS) || calls.Load() != s.upstream {
+			t.Fatalf("step %d (body %q, chunked %v): %d %q Cache-Status %q, upstream calls %d; want %q %q %d",
+				i, s.body, s.chunked, resp.StatusCode, got, cs, calls.Load(), s.want, s.wantCS, s.upstream)
 		}
 	}
 }

@@ -23,9 +23,9 @@ const DefaultFileCheck = time.Second
 // path (a log file, a device) cannot make every check read megabytes.
 const maxFileSize = 64 << 10
 
-// File returns a Source that serves the content of path (trailing CR/LF
-// trimmed) and re-reads it when it changes, without a config reload, so
-// that mounted secrets rotate.
+// File returns a Source that serves the content of path (surrounding
+// spaces, tabs and line breaks trimmed) and re-reads it when it changes,
+// without a config reload, so that mounted secrets rotate.
 //
 // Changes are detected on the request path, not by a goroutine: Token costs
 // one atomic load, and at most once per check interval one caller stats the
@@ -182,7 +182,12 @@ func (f *fileValue) load() *fileError {
 		// being written or replaced while we read: take it next time
 		return errBusy
 	}
-	v := strings.TrimRight(string(b), "\r\n")
+	// Surrounding whitespace is never part of a token: editors and `echo`
+	// add a trailing newline, templating and YAML block scalars add
+	// indentation, and sent as is it would make "Bearer  x" (two spaces),
+	// which upstreams reject or, worse, parse differently. Line breaks
+	// inside stay an error (validHeaderValue): they would inject fields.
+	v := strings.Trim(string(b), fileSpace)
 	if v == "" {
 		return &fileError{"file is empty"}
 	}
@@ -250,6 +255,9 @@ func readLimited(path string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// fileSpace is the whitespace trimmed around a credential file's content.
+const fileSpace = " \t\r\n"
 
 // validHeaderValue rejects what would break or inject into the
 // Authorization header: control characters, line breaks included.

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -244,5 +245,48 @@ func TestStatic(t *testing.T) {
 	}
 	if st := s.State(); st != (State{Kind: KindStatic, State: StateOK}) {
 		t.Fatalf("state = %+v", st)
+	}
+}
+
+// TestFileTrimsSurroundingWhitespace: the file's content is the token, not
+// what editors, `echo` or templating put around it — sent as is, a leading
+// space made "Bearer  x". A line break inside is still refused: it would
+// inject a header field.
+func TestFileTrimsSurroundingWhitespace(t *testing.T) {
+	tests := []struct {
+		name, content, want, err string
+	}{
+		{"trailing newline", "tok-1\n", "tok-1", ""},
+		{"leading spaces", "  tok-2\n", "tok-2", ""},
+		{"spaces and tabs around", " \t tok-3 \t\r\n", "tok-3", ""},
+		{"blank lines around", "\n\ntok-4\n\n", "tok-4", ""},
+		{"inner space kept", " a b ", "a b", ""},
+		{"only whitespace", " \t\r\n ", "", "file is empty"},
+		{"line break inside", " tok\r\nX-Injected: 1\n", "", "control characters"},
+	}
+	dir := t.TempDir()
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("token-%d", i))
+			writeFile(t, path, tt.content)
+			s, err := File(path, 0, nil)
+			if tt.err != "" {
+				if err == nil {
+					s.Close()
+					t.Fatalf("content %q accepted", tt.content)
+				}
+				if !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %q, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("File(%q): %v", tt.content, err)
+			}
+			defer s.Close()
+			if got := mustToken(t, s); got != tt.want {
+				t.Fatalf("content %q: token %q, want %q", tt.content, got, tt.want)
+			}
+		})
 	}
 }

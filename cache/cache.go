@@ -247,12 +247,14 @@ func (c *Cache) Stats() Stats {
 // query) is under pathPrefix ("" = all of them) and returns how many responses it removed (Vary
 // markers not counted). "Under" stops at segment boundaries, so that purging one resource never
 // takes its look-alike siblings: /x matches /x, /x?… and /x/…, but not /x2; a prefix ending in '/'
-// or '?' (/x/, /x?) matches everything that starts with it. Answers whose fetch was in flight when
-// Purge ran are not stored afterwards.
+// or '?' (/x/, /x?) matches everything that starts with it. Paths are compared with their
+// percent-escapes decoded (matchForm): /caf%C3%A9 and /café name the entry stored for either. Answers
+// whose fetch was in flight when Purge ran are not stored afterwards.
 // With a Redis tier it also removes them from Redis and, through pub/sub, from every other
 // instance's local tier; it then returns the larger of the local and the Redis count (Redis holds
 // what every instance stored). A Redis that is down is skipped (logged), never waited for.
 func (c *Cache) Purge(service, pathPrefix string) int {
+	pathPrefix = matchForm(pathPrefix)
 	if c.redis != nil {
 		c.redis.epoch.Add(1)
 	}
@@ -263,8 +265,10 @@ func (c *Cache) Purge(service, pathPrefix string) int {
 	return n
 }
 
-// purgeLocal is Purge on the local tier only.
+// purgeLocal is Purge on the local tier only (also for purges other instances publish, hence the
+// prefix brought to matchForm here too; the form of a form is itself).
 func (c *Cache) purgeLocal(service, pathPrefix string) int {
+	pathPrefix = matchForm(pathPrefix)
 	c.storeMu.Lock()
 	defer c.storeMu.Unlock()
 	c.notePurgeLocked(purgeEvent{service: service, prefix: pathPrefix})

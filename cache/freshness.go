@@ -227,7 +227,7 @@ func (c *Cache) decideStore(r *http.Request, status int, h http.Header) storeDec
 		return storeDecision{detail: "set-cookie"}
 	case len(h["Trailer"]) > 0:
 		return storeDecision{detail: "trailer"}
-	case r.Header.Get("Authorization") != "" && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate:
+	case credential(r.Header) != "" && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate:
 		return storeDecision{detail: "authorization"}
 	}
 	for _, v := range h["Vary"] {

@@ -13,12 +13,12 @@ import (
 // value can make two different requests share a key (FuzzKey checks this). Layout:
 //
 //	base    = 'G' len(host) host len(service) service len(url) url       (url = path[?query])
-//	primary = base ['A' sha256(Authorization)[:16]]                      (requests with Authorization)
+//	primary = base ['A' sha256(credential)[:16]]                         (requests with Authorization)
 //	variant = primary 'V' { len(name) name (1 len(value) value | 0) }       (one per Vary name, sorted)
 //
 // GET and HEAD share the 'G' method class: HEAD is answered from stored GET responses. The
 // Authorization hash in the key means an entry stored for one credential can only ever be found by a
-// request carrying the very same credential.
+// request carrying the very same credential (credential: every Authorization line, see below).
 
 // keyBufPool recycles key buffers so that computing a key on the hit path does not allocate.
 var keyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
@@ -62,7 +62,30 @@ func appendBaseKey(dst []byte, host, service, path, rawQuery string) []byte {
 	return dst
 }
 
-// appendAuthKey appends the credential part of the primary key for a request with Authorization.
+// credential is what identifies the client's credential of a request in keys: its Authorization
+// value, or, when the field is repeated, all of its values. Every line is forwarded to a service that
+// takes the client's own credential, so each may select the answer: keyed by the first alone, an
+// answer to "alice" plus "mallory" would be served to "alice" alone, and one to an empty line plus
+// "alice" would be taken for an anonymous request's. Several lines are length-prefixed after a NUL,
+// which a single field value cannot contain (HTTP forbids it, net/http rejects it), so they never
+// collide with one value. One line, the usual case, costs no allocation.
+func credential(h http.Header) string {
+	vs := h["Authorization"]
+	switch len(vs) {
+	case 0:
+		return ""
+	case 1:
+		return vs[0]
+	}
+	b := []byte{0}
+	for _, v := range vs {
+		b = appendLenString(b, v)
+	}
+	return string(b)
+}
+
+// appendAuthKey appends the credential part of the primary key for a request with Authorization
+// (authorization: credential of its header).
 func appendAuthKey(dst []byte, authorization string) []byte {
 	if authorization == "" {
 		return dst

@@ -66,6 +66,55 @@ func (l *purgeLog) covers(e *Entry, since uint64) bool {
 	return false
 }
 
+// matchForm is the form in which entry URLs (path[?query]) and purge prefixes are compared: every
+// percent-escape decoded, except those of '%', '/', '?' and NUL, which stay escaped (in upper case).
+// Keys keep the URL exactly as the client sent it, escapes and all (the upstream gets it so), but a
+// purge names a resource, not a spelling of it: /caf%C3%A9, /caf%c3%a9 and /café are one path, and
+// the admin API's path parameter arrives decoded once already (a query value). Comparing decoded
+// forms makes either spelling of the purge find the entry. What stays escaped keeps the structure:
+// '/' and '?' are the segment boundaries underPrefix stops at, '%' keeps decoding one level deep (so
+// the form of a form is itself), and NUL separates the URL in Redis index members. An invalid escape
+// is left as it is. A URL without '%' is returned as is, without allocating.
+func matchForm(u string) string {
+	i := strings.IndexByte(u, '%')
+	if i < 0 {
+		return u
+	}
+	b := make([]byte, 0, len(u))
+	b = append(b, u[:i]...)
+	for ; i < len(u); i++ {
+		c := u[i]
+		if c != '%' || i+2 >= len(u) || !isHex(u[i+1]) || !isHex(u[i+2]) {
+			b = append(b, c)
+			continue
+		}
+		d := unhex(u[i+1])<<4 | unhex(u[i+2])
+		switch d {
+		case '%', '/', '?', 0:
+			const upperHex = "0123456789ABCDEF"
+			b = append(b, '%', upperHex[d>>4], upperHex[d&15])
+		default:
+			b = append(b, d)
+		}
+		i += 2
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
 // underPrefix reports whether an entry URL (path[?query]) is under a purge prefix: equal to it, or
 // continuing it at a segment boundary ('/' or '?'), or starting with it when it ends in '/' or '?'.
 // "" matches everything. So /x matches /x, /x?a=1 and /x/y, never /x2.

@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -191,5 +193,83 @@ func TestRevalidation(t *testing.T) {
 	w, res, _ = do(t, c, o.fetch(), "GET", "/rv")
 	if res != ResultHit || w.Body.String() != "two" || o.calls.Load() != 3 {
 		t.Fatalf("after replacement: %v %q calls %d", res, w.Body.String(), o.calls.Load())
+	}
+}
+
+// TestRequestWithBodyBypassesTheCache: a GET or HEAD carrying a body ("fat GET") is forwarded with
+// it and may be answered according to it, so its answer is not the URL's: it is neither served from
+// the cache, nor stored (the next plain GET would get it: cache poisoning), nor coalesced.
+func TestRequestWithBodyBypassesTheCache(t *testing.T) {
+	const bypass = "caddy-gateway; fwd=bypass; detail=request-body"
+	type step struct {
+		method    string
+		body      string // "" : none
+		chunked   bool   // no Content-Length: the body's length is unknown
+		wantBody  string // of a GET
+		wantRes   Result
+		wantCS    string // prefix
+		wantCalls int64
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"fat GET, then plain GET", []step{
+			{"GET", "role=admin", false, "body=role=admin", ResultBypass, bypass, 1},
+			{"GET", "", false, "body=", ResultMiss, "caddy-gateway; fwd=miss; stored", 2},
+			{"GET", "", false, "body=", ResultHit, "caddy-gateway; hit", 2},
+		}},
+		{"chunked fat GET, then plain GET", []step{
+			{"GET", "role=admin", true, "body=role=admin", ResultBypass, bypass, 1},
+			{"GET", "", false, "body=", ResultMiss, "caddy-gateway; fwd=miss; stored", 2},
+		}},
+		{"fat HEAD, then plain GET", []step{
+			{"HEAD", "role=admin", false, "", ResultBypass, bypass, 1},
+			{"GET", "", false, "body=", ResultMiss, "caddy-gateway; fwd=miss; stored", 2},
+		}},
+		{"stored answer, then fat GET", []step{
+			{"GET", "", false, "body=", ResultMiss, "caddy-gateway; fwd=miss; stored", 1},
+			{"GET", "role=admin", false, "body=role=admin", ResultBypass, bypass, 2},
+			{"GET", "role=admin", true, "body=role=admin", ResultBypass, bypass, 3},
+			{"GET", "", false, "body=", ResultHit, "caddy-gateway; hit", 3},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			o := newOrigin(t, clk, func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					t.Errorf("origin: reading the body: %v", err)
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				_, _ = w.Write([]byte("body=" + string(b)))
+			})
+			c := newTestCache(t, clk, Options{})
+			for i, s := range tt.steps {
+				var body io.Reader
+				if s.body != "" {
+					body = strings.NewReader(s.body)
+				}
+				r := httptest.NewRequest(s.method, "/search", body)
+				if s.chunked {
+					r.ContentLength = -1
+					r.TransferEncoding = []string{"chunked"}
+				}
+				w := httptest.NewRecorder()
+				res, err := c.Serve(w, r, "svc", o.fetch())
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				cs := w.Header().Get("Cache-Status")
+				if res != s.wantRes || !strings.HasPrefix(cs, s.wantCS) || o.calls.Load() != s.wantCalls {
+					t.Fatalf("step %d (%s %q): result %v Cache-Status %q calls %d; want %v %q %d",
+						i, s.method, s.body, res, cs, o.calls.Load(), s.wantRes, s.wantCS, s.wantCalls)
+				}
+				if s.method == "GET" && w.Body.String() != s.wantBody {
+					t.Fatalf("step %d (%s %q): body %q, want %q", i, s.method, s.body, w.Body.String(), s.wantBody)
+				}
+			}
+		})
 	}
 }

@@ -526,3 +526,104 @@ func TestRedisPurgeSegmentBoundary(t *testing.T) {
 		t.Fatalf("redis keys after purge: %q", keys)
 	}
 }
+
+// TestMatchForm: the form purges compare URLs in decodes every escape but those of the bytes that
+// structure a URL ('/', '?'), of '%' itself and of NUL; applied twice it changes nothing more.
+func TestMatchForm(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/plain/x?a=1", "/plain/x?a=1"},
+		{"/caf%C3%A9", "/café"},
+		{"/caf%c3%a9", "/café"},
+		{"/caf\xc3\xa9", "/café"},
+		{"/a%20b", "/a b"},
+		{"/x%41", "/xA"},
+		{"/a%2fb", "/a%2Fb"},
+		{"/a%3fb?q=%3F", "/a%3Fb?q=%3F"},
+		{"/pct%2541", "/pct%2541"},
+		{"/nul%00", "/nul%00"},
+		{"/bad%zz/%4/%", "/bad%zz/%4/%"},
+		{"/x?q=a%26b%3Dc", "/x?q=a&b=c"},
+	}
+	for _, tt := range tests {
+		got := matchForm(tt.in)
+		if got != tt.want {
+			t.Errorf("matchForm(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if again := matchForm(got); again != got {
+			t.Errorf("matchForm(matchForm(%q)) = %q, not %q", tt.in, again, got)
+		}
+	}
+}
+
+// TestPurgeEscapedPath: a purge names a path however it is spelled — as the client requested it
+// (escaped), decoded once (as the admin API's query value arrives), with other hex case — and finds the
+// entry stored under the client's own spelling; the segment boundaries still hold, and an escaped '/'
+// or '?' is no boundary. Locally and in Redis (whose index is searched by prefix, so both tiers must
+// compare the same form).
+func TestPurgeEscapedPath(t *testing.T) {
+	o := newOrigin(t, nil, respond(200, "x", "Cache-Control", "max-age=600"))
+	urls := []string{"/e/caf%C3%A9", "/e/caf%C3%A9/sub", "/e/caf%C3%A9x", "/e/a%20b", "/e/x%41?q=1", "/e/p%2Fq", "/e/p"}
+	tests := []struct {
+		prefix string
+		gone   []string
+	}{
+		{"/e/caf%C3%A9", []string{"/e/caf%C3%A9", "/e/caf%C3%A9/sub"}},
+		{"/e/caf%c3%a9", []string{"/e/caf%C3%A9", "/e/caf%C3%A9/sub"}},
+		{"/e/café", []string{"/e/caf%C3%A9", "/e/caf%C3%A9/sub"}},
+		{"/e/a b", []string{"/e/a%20b"}},
+		{"/e/a%20b", []string{"/e/a%20b"}},
+		{"/e/xA", []string{"/e/x%41?q=1"}},
+		{"/e/x%41?q=1", []string{"/e/x%41?q=1"}},
+		{"/e/p", []string{"/e/p"}},
+		{"/e/p%2fq", []string{"/e/p%2Fq"}},
+	}
+	// get requests target with its path spelled exactly as written (RawPath), as the gateway's router
+	// hands it on: keys, and the URLs purges match, hold the client's own spelling
+	get := func(c *Cache, target string, hdr ...string) Result {
+		t.Helper()
+		r := httptest.NewRequest("GET", target, nil)
+		r.URL.RawPath, _, _ = strings.Cut(target, "?")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Add(hdr[i], hdr[i+1])
+		}
+		res, err := c.Serve(httptest.NewRecorder(), r, "svc", o.fetch())
+		if err != nil {
+			t.Fatalf("GET %s: %v", target, err)
+		}
+		return res
+	}
+	for _, tier := range []string{"local", "redis"} {
+		t.Run(tier, func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.prefix, func(t *testing.T) {
+					var c, other *Cache
+					if tier == "redis" {
+						rs := startRedis(t)
+						c, other = newRedisCache(t, nil, rs, Options{}), newRedisCache(t, nil, rs, Options{})
+					} else {
+						c = newTestCache(t, nil, Options{})
+					}
+					for _, u := range urls {
+						get(c, u)
+					}
+					if other != nil {
+						waitWrites(t, c, int64(len(urls)))
+					}
+					if n := c.Purge("svc", tt.prefix); n != len(tt.gone) {
+						t.Fatalf("Purge(%q) removed %d, want %d", tt.prefix, n, len(tt.gone))
+					}
+					for _, u := range urls {
+						gone := get(c, u, "Cache-Control", "only-if-cached") != ResultHit
+						if other != nil {
+							// an instance whose local tier never held it: what Redis kept
+							gone = get(other, u, "Cache-Control", "only-if-cached") != ResultHit
+						}
+						if gone != slicesContains(tt.gone, u) {
+							t.Errorf("%s: gone = %v after Purge(%q)", u, gone, tt.prefix)
+						}
+					}
+				})
+			}
+		})
+	}
+}

@@ -41,6 +41,8 @@ func TestStoreRules(t *testing.T) {
 		{"no-cache revalidated", Options{}, 200, []string{"Cache-Control", "no-cache, max-age=60", "Etag", `"v1"`}, nil, 0, 2, ResultRevalidated, "caddy-gateway; fwd=stale; fwd-status=304"},
 		{"must-understand overrides no-store", Options{}, 200, []string{"Cache-Control", "must-understand, no-store, max-age=60"}, nil, 0, 1, ResultHit, "caddy-gateway; hit"},
 		{"authorization not stored by default", Options{}, 200, []string{"Cache-Control", "max-age=60"}, []string{"Authorization", "Bearer a"}, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=authorization"},
+		// the first line empty: still a request with the client's credential
+		{"authorization on a second line not stored by default", Options{}, 200, []string{"Cache-Control", "max-age=60"}, []string{"Authorization", "", "Authorization", "Bearer a"}, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=authorization"},
 		{"authorization with public", Options{}, 200, []string{"Cache-Control", "public, max-age=60"}, []string{"Authorization", "Bearer a"}, 0, 1, ResultHit, "caddy-gateway; hit"},
 		{"authorization with s-maxage", Options{}, 200, []string{"Cache-Control", "s-maxage=60"}, []string{"Authorization", "Bearer a"}, 0, 1, ResultHit, "caddy-gateway; hit"},
 		{"stale after max-age", Options{}, 200, []string{"Cache-Control", "max-age=10"}, nil, 11 * time.Second, 2, ResultMiss, "caddy-gateway; fwd=stale; stored"},
@@ -130,6 +132,47 @@ func TestAuthorizationIsolation(t *testing.T) {
 		w, _, _ := do(t, c, o.fetch(), "GET", "/me", hdr...)
 		if w.Body.String() != s.wantBody || o.calls.Load() != s.wantCalls {
 			t.Fatalf("step %d: body %q calls %d, want %q %d", i, w.Body.String(), o.calls.Load(), s.wantBody, s.wantCalls)
+		}
+	}
+}
+
+// TestAuthorizationIsolationEveryLine: a request may carry several Authorization lines, all of which
+// are forwarded to a service that takes the client's own credential; each of them selects the answer.
+// Keyed by the first line alone, "alice" got the answer stored for "alice" plus "mallory", and an
+// anonymous request the one stored for an empty line plus "alice".
+func TestAuthorizationIsolationEveryLine(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t, clk, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		_, _ = w.Write([]byte("for " + strings.Join(r.Header.Values("Authorization"), "+")))
+	})
+	c := newTestCache(t, clk, Options{})
+	steps := []struct {
+		lines     []string
+		wantBody  string
+		wantCalls int64
+	}{
+		{[]string{"alice", "mallory"}, "for alice+mallory", 1},
+		{[]string{"alice"}, "for alice", 2},
+		{[]string{"alice", "mallory"}, "for alice+mallory", 2},
+		{[]string{"alice", "bob"}, "for alice+bob", 3},
+		{[]string{"mallory", "alice"}, "for mallory+alice", 4},
+		{[]string{"", "alice"}, "for +alice", 5},
+		{nil, "for ", 6},
+		{[]string{""}, "for ", 6}, // one empty line: no credential, as before
+		{[]string{"", "alice"}, "for +alice", 6},
+	}
+	for i, s := range steps {
+		var hdr []string
+		for _, v := range s.lines {
+			hdr = append(hdr, "Authorization", v)
+		}
+		w, _, err := do(t, c, o.fetch(), "GET", "/me", hdr...)
+		if err != nil {
+			t.Fatalf("step %d (%q): %v", i, s.lines, err)
+		}
+		if w.Body.String() != s.wantBody || o.calls.Load() != s.wantCalls {
+			t.Fatalf("step %d (%q): body %q calls %d, want %q %d", i, s.lines, w.Body.String(), o.calls.Load(), s.wantBody, s.wantCalls)
 		}
 	}
 }

@@ -48,12 +48,20 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		return c.serveUnsafe(w, r, service, fetch)
 	}
 	h := r.Header
+	if hasBody(r) {
+		// A GET or HEAD with a body ("fat GET") is forwarded with it, and the
+		// upstream may answer according to it; the answer is not the URL's, and
+		// stored under the URL it would be served to the next plain GET (cache
+		// poisoning), while a stored answer would ignore the body. It takes no
+		// part in the cache: not served, stored, nor coalesced with others.
+		return c.passThrough(w, r, fetch, "request-body")
+	}
 	cc := requestDirectives(h)
 	if c.closed.Load() || cc.NoStore || h["Range"] != nil || h["If-Match"] != nil ||
 		h["If-Unmodified-Since"] != nil || h["If-Range"] != nil || h["Upgrade"] != nil {
-		return c.passThrough(w, r, fetch)
+		return c.passThrough(w, r, fetch, "")
 	}
-	auth := h.Get("Authorization")
+	auth := credential(h)
 	kb := getKeyBuf()
 	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth)
 	hit := "hit"
@@ -139,10 +147,15 @@ func (c *Cache) canStaleIfError(e *Entry, now time.Time) bool {
 	return e != nil && !e.noStale && e.sie > 0 && e.staleness(e.age(now)) <= e.sie
 }
 
-// passThrough forwards a request the cache does not take part in.
-func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, fetch Fetch) (Result, error) {
+// passThrough forwards a request the cache does not take part in; detail, when set, says why in
+// Cache-Status.
+func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, fetch Fetch, detail string) (Result, error) {
 	c.bypass.Add(1)
-	w.Header()["Cache-Status"] = []string{c.opts.Name + "; fwd=bypass"}
+	cs := c.opts.Name + "; fwd=bypass"
+	if detail != "" {
+		cs += "; detail=" + detail
+	}
+	w.Header()["Cache-Status"] = []string{cs}
 	err := fetch(w, r)
 	if err != nil {
 		delete(w.Header(), "Cache-Status")
@@ -497,16 +510,17 @@ func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *E
 	}
 }
 
-// requestURL is the upstream-relative path and query of r, as matched by Purge prefixes.
+// requestURL is the upstream-relative path and query of r in the form Purge prefixes are matched in
+// (matchForm).
 func requestURL(r *http.Request) string {
 	p := r.URL.RawPath
 	if p == "" {
 		p = r.URL.Path
 	}
 	if r.URL.RawQuery != "" {
-		return p + "?" + r.URL.RawQuery
+		return matchForm(p + "?" + r.URL.RawQuery)
 	}
-	return p
+	return matchForm(p)
 }
 
 // refreshed returns a copy of the stored entry updated by a 304 (RFC 9111 §4.3.4): the 304's fields
@@ -552,7 +566,7 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
 	}
 	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), r.URL.RawQuery)
 	e.BaseLen = len(buf)
-	buf = appendAuthKey(buf, r.Header.Get("Authorization"))
+	buf = appendAuthKey(buf, credential(r.Header))
 	var m *Entry
 	res := storeAdmitted
 	if len(vary) > 0 {
@@ -571,6 +585,14 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
 		c.redis.enqueue(m, e, epoch) // even if the local admission policy refused it
 	}
 	return res == storeAdmitted
+}
+
+// hasBody reports whether the client sends a request body: a Content-Length above 0, or a body of
+// unknown length (chunked; an HTTP/2 or HTTP/3 request whose stream stays open after its header).
+// Servers may wrap an empty body, so r.Body is not compared with http.NoBody alone (as
+// upstream.HasBody in the gateway).
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
 func pathOf(r *http.Request) string {
@@ -729,6 +751,7 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header, baseP
 		if u.RawQuery != "" {
 			ref.url += "?" + u.RawQuery
 		}
+		ref.url = matchForm(ref.url)
 		refs = append(refs, ref)
 	}
 	bases := make([][]byte, len(refs))

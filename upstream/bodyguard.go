@@ -35,10 +35,11 @@ type bodyGuard struct {
 	stop   func() bool // unregisters expire
 
 	mu      sync.Mutex
-	inRead  bool // a Read of the client's body is in progress
-	done    bool // a Read returned io.EOF or an error: nothing more to wait for
-	ended   bool // the exchange is over: no more reads
-	stalled bool // it timed out while waiting for the client's body
+	idle    sync.Cond // on mu: a Read of the client's body returned
+	inRead  bool      // a Read of the client's body is in progress
+	done    bool      // a Read returned io.EOF or an error: nothing more to wait for
+	ended   bool      // the exchange is over: no more reads
+	stalled bool      // it timed out while waiting for the client's body
 }
 
 type bodyGuardKey struct{}
@@ -52,6 +53,7 @@ func guardBody(ctx context.Context, w http.ResponseWriter, r *http.Request) (con
 		return ctx, nil
 	}
 	g := &bodyGuard{body: r.Body, client: r.Context(), ctx: ctx, rc: http.NewResponseController(w)}
+	g.idle.L = &g.mu
 	g.stop = context.AfterFunc(ctx, g.expire)
 	return context.WithValue(ctx, bodyGuardKey{}, g), g
 }
@@ -83,6 +85,7 @@ func (g *bodyGuard) Read(p []byte) (int, error) {
 	g.mu.Lock()
 	g.inRead = false
 	g.done = g.done || err != nil
+	g.idle.Broadcast()
 	g.mu.Unlock()
 	return n, err
 }
@@ -107,23 +110,29 @@ func (g *bodyGuard) expire() {
 	g.interrupt(time.Now())
 }
 
-// interrupt makes the Read in progress fail at deadline. Called with mu held.
-func (g *bodyGuard) interrupt(deadline time.Time) {
+// interrupt makes the Read in progress fail at deadline; it reports whether
+// it could (the Read then returns by the deadline). Called with mu held.
+func (g *bodyGuard) interrupt(deadline time.Time) bool {
 	if err := g.rc.SetReadDeadline(deadline); err != nil {
 		// A writer without read deadlines (none of Caddy's servers, but a
 		// wrapper may hide them): closing the body unblocks an HTTP/2 or
 		// HTTP/3 read; an HTTP/1 Close would wait for the Read, hence go.
 		go func() { _ = g.body.Close() }()
+		return false
 	}
+	return true
 }
 
-// finish ends the guard when the exchange returns. When the body was not
-// read to its end (the upstream answered without it, or the exchange
-// failed first), someone still waits for the client: Go's transport may be
-// in a Read, and the server reads what is left before it sends the answer,
-// to keep the connection. Both get what is left of the exchange's time (none
-// when it ran out), so a stalled client cannot hold the connection, or
-// Caddy's shutdown, past the timeout.
+// finish ends the guard when the exchange returns. A body not read to its
+// end (the upstream answered without all of it, or the exchange failed
+// first) is abandoned: Go's transport may still be in a Read of it, which is
+// cut short now and waited for, so that nothing reads the client's body once
+// the handler returns — Caddy then reads the byte count of the body for its
+// access log (a data race otherwise), and the server the connection. Nobody
+// needs the rest: an HTTP/1 answer given while the body was unfinished closes
+// the connection (the gateway's exchange writer adds Connection: close:
+// the rest could otherwise be read as the next request), and an HTTP/2 or
+// HTTP/3 stream ends by itself.
 func (g *bodyGuard) finish() {
 	if g == nil {
 		return
@@ -132,9 +141,13 @@ func (g *bodyGuard) finish() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.ended = true
-	if !g.done {
-		deadline, _ := g.ctx.Deadline()
-		g.interrupt(deadline)
+	if g.done {
+		return
+	}
+	if g.interrupt(time.Now()) {
+		for g.inRead {
+			g.idle.Wait()
+		}
 	}
 }
 

@@ -26,6 +26,10 @@ const (
 	// DefaultMaxRetryBody is the largest request body buffered so that
 	// a retry can replay it; larger bodies are streamed and never retried.
 	DefaultMaxRetryBody = 64 << 10
+	// DefaultMaxResponseHeader bounds an upstream answer's head (status
+	// line and fields) unless the proxy's `transport http` sets
+	// max_response_header: a larger one is a 502.
+	DefaultMaxResponseHeader = 1 << 20
 )
 
 // Config is one service of the gateway: a name (the first path segment after
@@ -49,7 +53,7 @@ type Config struct {
 	Token string `json:"token,omitempty"`
 
 	// TokenFile is the alternative to Token: a file read at provision time
-	// whose content (trailing newline trimmed) is the bearer token.
+	// whose content (surrounding whitespace trimmed) is the bearer token.
 	TokenFile string `json:"token_file,omitempty"`
 
 	// OAuth2 obtains the bearer token with the OAuth2 client-credentials

@@ -233,6 +233,13 @@ func (s *Service) buildTransport(ctx caddy.Context, h *reverseproxy.Handler, sch
 		// under many concurrent clients; idle sockets are cheap.
 		t.KeepAlive.MaxIdleConnsPerHost = max(128, s.cfg.MaxConns, s.cfg.MinIdle)
 	}
+	if t.MaxResponseHeaderSize == 0 {
+		// Go's default is 10 MB of response head per answer, every byte of
+		// which the gateway would hold and pass on; no API needs more than
+		// net/http's server accepts from its own clients (1 MiB).
+		// `transport http { max_response_header <size> }` overrides it.
+		t.MaxResponseHeaderSize = DefaultMaxResponseHeader
+	}
 	if scheme == "https" && t.TLS == nil {
 		t.TLS = new(reverseproxy.TLSConfig)
 	}

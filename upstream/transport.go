@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,12 +34,11 @@ type gatewayTransport struct {
 func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	host := req.URL.Host
 	resp, err := t.roundTrip(req)
-	if err == nil && resp.StatusCode > 599 {
-		// RFC 9110 §15: 600–999 are not HTTP statuses (libraries use them
-		// internally); a client treats them as a server error. Forwarded,
-		// they would reach clients that may not cope.
-		_ = resp.Body.Close()
-		resp, err = nil, fmt.Errorf("upstream answered with invalid status %d", resp.StatusCode)
+	if err == nil {
+		if msg := invalidAnswer(req, resp); msg != "" {
+			_ = resp.Body.Close()
+			resp, err = nil, errors.New(msg)
+		}
 	}
 	// A client that stalled its body makes the exchange fail, but says
 	// nothing about the upstream: no verdict for its breaker.
@@ -46,6 +46,27 @@ func (t *gatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		t.record(host, resp, err)
 	}
 	return resp, err
+}
+
+// invalidAnswer says why an upstream's final answer must not reach the
+// client ("" when it may): the exchange then fails as a 502, as with any
+// other broken answer, and counts against the upstream's breaker.
+//
+//   - A status outside 100–599 (RFC 9110 §15: three digits, the first 1–5).
+//     600–999 are library-internal codes; 000–099 would even make
+//     net/http's WriteHeader panic ("invalid WriteHeader code").
+//   - 101 Switching Protocols to a request that asked for no upgrade (no
+//     Upgrade field; Caddy's proxy keeps it only when the client's request
+//     upgrades): RFC 9110 §15.2.2 allows it only in answer to one, and the
+//     proxy would turn it into an empty 200.
+func invalidAnswer(req *http.Request, resp *http.Response) string {
+	switch {
+	case resp.StatusCode < 100 || resp.StatusCode > 599:
+		return fmt.Sprintf("upstream answered with invalid status %d", resp.StatusCode)
+	case resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "":
+		return "upstream switched protocols without an upgrade request"
+	}
+	return ""
 }
 
 // roundTrip sends req. With a credential, an upstream 401 invalidates the
