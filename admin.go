@@ -262,16 +262,20 @@ func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) er
 	return writeJSON(w, http.StatusOK, map[string]any{"removed": removed, "service": service, "path": path})
 }
 
-// purgeQuery reads the service and path a purge names from a raw query: each at most once; service,
+// purgeQuery reads the service and path a purge names from a raw query: nothing else, each at most once; service,
 // when given, not empty; path, when given, an absolute path and only with a service.
 func purgeQuery(raw string) (service, path string, err error) {
 	q, err := url.ParseQuery(raw)
 	if err != nil {
 		return "", "", fmt.Errorf("invalid query: %w", err)
 	}
-	for _, k := range []string{"service", "path"} {
-		if len(q[k]) > 1 {
-			return "", "", fmt.Errorf("%s given %d times", k, len(q[k]))
+	for k, vs := range q {
+		switch {
+		case k != "service" && k != "path":
+			// a misspelt path=… must not widen the purge to the whole service
+			return "", "", fmt.Errorf("unknown parameter %q: only service and path", k)
+		case len(vs) > 1:
+			return "", "", fmt.Errorf("%s given %d times", k, len(vs))
 		}
 	}
 	service, path = q.Get("service"), q.Get("path")

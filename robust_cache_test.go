@@ -389,6 +389,8 @@ func TestAdminPurgeEscapedPathsAndStrictQuery(t *testing.T) {
 			"service=a&service=b",
 			"service=a&path=/e/p1&path=/e/p2",
 			"path=/e/p1",
+			"service=a&paht=/e/p1",
+			"bogus=1",
 		} {
 			t.Run(q, func(t *testing.T) {
 				code, m := purge(q)

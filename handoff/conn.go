@@ -132,7 +132,7 @@ func (c *conn) took(b []byte) {
 			h, ok := parseRequestHead(c.in.buf)
 			if !ok || len(c.headReq) == 16 {
 				c.never = true
-				return
+				break
 			}
 			c.heads++
 			c.headReq = append(c.headReq, h)
@@ -149,6 +149,13 @@ func (c *conn) took(b []byte) {
 	}
 	if c.in.phase == phaseFailed {
 		c.never = true
+	}
+	if c.never && c.waiting {
+		// not HTTP/1 the framer follows (TLS, PROXY protocol, a head it
+		// refuses): its exchanges are none of the wrapper's business, and a
+		// shutdown must not release it mid-exchange
+		c.waiting = false
+		c.listener.forget(c)
 	}
 }
 
@@ -406,7 +413,7 @@ func (c *conn) whoCloses() (serve, panicking bool) {
 func (c *conn) releaseIfWaiting() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gone || c.released || c.heads != 0 {
+	if c.gone || c.released || c.heads != 0 || c.never {
 		return
 	}
 	c.released = true

@@ -234,9 +234,12 @@ func TestConnHandsOverOnlyBetweenRequests(t *testing.T) {
 func TestConnWithoutARequestHeadMovesOnAtTheNextReload(t *testing.T) {
 	for _, tc := range []struct {
 		name, read string
+		stays      bool // not HTTP/1 the framer follows: left to its server
 	}{
-		{"nothing read", ""},
-		{"part of a head read (slow client)", "GET /slow HT"},
+		{"nothing read", "", false},
+		{"part of a head read (slow client)", "GET /slow HT", false},
+		{"TLS (its exchange may be in flight)", "\x16\x03\x01\x00\x05hello", true},
+		{"PROXY protocol line", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n\r\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -253,6 +256,18 @@ func TestConnWithoutARequestHeadMovesOnAtTheNextReload(t *testing.T) {
 			f.c = given
 			if tc.read != "" {
 				f.send(t, tc.read)
+			}
+			if tc.stays {
+				f.newer.Close()
+				// its server goes on with it: an answer still goes out
+				f.answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+				given.mu.Lock()
+				released := given.released
+				given.mu.Unlock()
+				if released {
+					t.Fatal("released mid-exchange")
+				}
+				return
 			}
 			read := f.pendingRead(t)
 			f.newer.Close() // releases it: its pending Read ends
