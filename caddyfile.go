@@ -80,15 +80,16 @@ func parseGatewayDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 
 // handoffWrapper puts the gateway_handoff listener wrapper on the servers
 // that serve a gateway, so that a reload loses no request (see package
-// handoff), followed by Caddy's `tls` placeholder: Caddy terminates TLS
-// first when the list names no `tls`, and the wrapper must see the raw
-// connections (under TLS it would hide TLS from the handlers, so it then
-// stays out of the way). A site block can add a listener wrapper to its
-// server, but Caddy's adapter replaces a server's wrappers with those of a
-// global `servers` option when one applies — even one that sets no
-// wrappers — so the wrapper is also put first in every `servers` option,
-// with `tls` after it when the option names none (TLS still comes before
-// the option's own wrappers, as it did).
+// handoff). A site block can add a listener wrapper to its server, but
+// Caddy's adapter replaces a server's wrappers with those of a global
+// `servers` option when one applies — even one that sets no wrappers — so
+// the wrapper is also put first in every `servers` option, followed by
+// Caddy's `tls` placeholder when the option names none: Caddy terminates
+// TLS first when a list names no `tls`, and the wrapper must see the raw
+// connections (TLS still comes before the option's own wrappers, as it
+// did). A site's own list gets the wrapper alone: several gateway sites can
+// share a server, and Caddy allows one `tls` in a list; on an HTTPS server
+// the wrapper then finds TLS under it and leaves the listener as it is.
 func handoffWrapper(h httpcaddyfile.Helper) []httpcaddyfile.ConfigValue {
 	wrapper := json.RawMessage(`{"wrapper":"gateway_handoff"}`)
 	tlsPlaceholder := json.RawMessage(`{"wrapper":"tls"}`)
@@ -106,11 +107,7 @@ func handoffWrapper(h httpcaddyfile.Helper) []httpcaddyfile.ConfigValue {
 			field.Set(reflect.ValueOf(append(front, raws...)))
 		}
 	}
-	values := []httpcaddyfile.ConfigValue{{Class: "listener_wrapper", Value: new(handoff.Wrapper)}}
-	if info, err := caddy.GetModule("caddy.listeners.tls"); err == nil {
-		values = append(values, httpcaddyfile.ConfigValue{Class: "listener_wrapper", Value: info.New()})
-	}
-	return values
+	return []httpcaddyfile.ConfigValue{{Class: "listener_wrapper", Value: new(handoff.Wrapper)}}
 }
 
 // isWrapper matches a listener wrapper's JSON by its name.

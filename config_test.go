@@ -129,3 +129,47 @@ func TestJSONValidateErrors(t *testing.T) {
 		})
 	}
 }
+
+// Several gateway sites can share a server, plain or HTTPS, with or
+// without a global `servers` option: each adds the hand-over wrapper, and
+// the config must still provision (Caddy allows one `tls` placeholder per
+// server's list of listener wrappers).
+func TestGatewaySitesShareAServer(t *testing.T) {
+	sites := `
+http://a.localhost:18099 {
+	gateway /api/* {
+		service users http://127.0.0.1:18098
+	}
+}
+http://b.localhost:18099 {
+	gateway /api/* {
+		service users http://127.0.0.1:18098
+	}
+}
+https://a.localhost:18443, https://b.localhost:18443 {
+	tls internal
+	gateway /api/* {
+		service users http://127.0.0.1:18098
+	}
+}
+`
+	for name, global := range map[string]string{
+		"no servers option":       "{\n\tskip_install_trust\n}\n",
+		"servers option":          "{\n\tskip_install_trust\n\tservers {\n\t\ttimeouts {\n\t\t\tidle 1m\n\t\t}\n\t}\n}\n",
+		"servers option with tls": "{\n\tskip_install_trust\n\tservers {\n\t\tlistener_wrappers {\n\t\t\ttls\n\t\t}\n\t}\n}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := adaptCaddyfile(t, global+sites)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c caddy.Config
+			if err := json.Unmarshal(cfg, &c); err != nil {
+				t.Fatal(err)
+			}
+			if err := caddy.Validate(&c); err != nil {
+				t.Fatalf("%v\n%s", err, cfg)
+			}
+		})
+	}
+}

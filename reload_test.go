@@ -217,10 +217,9 @@ func TestReloadKeepsTheCacheUnlessItsConfigChanges(t *testing.T) {
 	}
 }
 
-// An HTTPS gateway site keeps its TLS: the hand-over wrapper sits before
-// Caddy's TLS (the directive lists `tls` after it), so handlers see r.TLS
-// and the upstream gets X-Forwarded-Proto: https, and new connections keep
-// being accepted across reloads.
+// An HTTPS gateway site keeps its TLS across reloads: the hand-over
+// wrapper never takes connections from under Caddy's TLS listener, so
+// handlers see r.TLS and the upstream gets X-Forwarded-Proto: https.
 func TestHTTPSGatewayKeepsTLSAcrossReloads(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Seen-Proto", r.Header.Get("X-Forwarded-Proto"))
