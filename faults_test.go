@@ -504,16 +504,7 @@ func TestFaultSlowClientLargeResponse(t *testing.T) {
 // empty 200 the proxy made of the unrequested 101.
 func TestFaultSwitchingProtocolsOnlyWhenAsked(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "echo")
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		_ = brw.Flush()
-		_, _ = io.Copy(conn, brw) // echo until the client goes
+		upgradeToEcho(w)
 	})
 	for _, cache := range []string{"", "cache"} {
 		t.Run("cache="+fmt.Sprint(cache != ""), func(t *testing.T) {

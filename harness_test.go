@@ -279,3 +279,19 @@ func answered(t testing.TB, resp *http.Response, err error) bool {
 	}
 	return true
 }
+
+// upgradeToEcho answers 101 Switching Protocols (to protocol "echo") and
+// then echoes what the client sends until it goes: an upstream for
+// upgraded (WebSocket-style) connections.
+func upgradeToEcho(w http.ResponseWriter) {
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", "echo")
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_ = brw.Flush()
+	_, _ = io.Copy(conn, brw)
+}

@@ -107,16 +107,7 @@ func TestReloadNeverHandsOverAnUpgradedConnection(t *testing.T) {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
 		}
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "echo")
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		_ = brw.Flush()
-		_, _ = io.Copy(conn, brw) // echo until the client goes
+		upgradeToEcho(w)
 	})
 	site := func(n int) string {
 		return fmt.Sprintf(`gateway /api/* {
