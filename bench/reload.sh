@@ -51,10 +51,11 @@ for mode in ka-post ka-get nk-get; do
 		site "$kind" 1 >"$OUT/$kind-1.Caddyfile"
 		"$bin" run --config "$OUT/$kind-0.Caddyfile" --adapter caddyfile >"$OUT/$kind.log" 2>&1 &
 		pid=$!
+		pids+=("$pid") # stopped on exit too, should a run abort
 		for _ in $(seq 100); do curl -s -m 1 -o /dev/null "http://127.0.0.1:$PORT/api/users/x" && break; sleep 0.1; done
 		printf '%-8s %-8s ' "$kind" "$mode"
 		timeout 120 "$OUT/reloadload" -url "http://127.0.0.1:$PORT/api/users/x" -admin "http://127.0.0.1:$ADMIN" \
-			-config "$OUT/$kind-0.Caddyfile" -config2 "$OUT/$kind-1.Caddyfile" -mode "$mode" | head -1
+			-config "$OUT/$kind-0.Caddyfile" -config2 "$OUT/$kind-1.Caddyfile" -mode "$mode" | sed -n '1,3p' # summary and the first errors; reads all (no SIGPIPE)
 		kill "$pid"
 		wait "$pid" 2>/dev/null || true
 	done
