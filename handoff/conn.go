@@ -168,8 +168,11 @@ func (c *conn) requestEnded(at int64) {
 	c.ends = append(c.ends, at)
 }
 
-func (c *conn) answerEnded() {
+// answerEnded counts a final answer written in full; more says whether
+// the server wrote on past it.
+func (c *conn) answerEnded(more bool) {
 	c.final++
+	c.wrote = more
 	if len(c.ends) == 0 {
 		c.early++ // answered before the request's body was read
 		return
@@ -227,8 +230,7 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 		c.out.remain -= n
 		if c.out.remain == 0 {
 			c.out.phase = phaseHead
-			c.answerEnded()
-			c.wrote = false
+			c.answerEnded(false)
 		}
 	} else if n > 0 && c.out.phase != phaseUntilClose {
 		c.never = true
@@ -285,12 +287,10 @@ func (c *conn) sent(b []byte, err error) {
 				h.chunked, h.length = false, 0
 			}
 			if c.out.body(h.chunked, h.length) {
-				c.answerEnded()
-				c.wrote = len(b) > 0
+				c.answerEnded(len(b) > 0)
 			}
 		case evEnd:
-			c.answerEnded()
-			c.wrote = len(b) > 0
+			c.answerEnded(len(b) > 0)
 		}
 	}
 	if c.out.phase == phaseFailed || c.out.phase == phaseUntilClose {
@@ -354,7 +354,7 @@ func (c *conn) Close() error {
 	}
 	v := c.verdict()
 	if v == handIfDropped {
-		serve, panicking := c.whoCloses()
+		serve, panicking := c.listener.group.serveClosing()
 		switch {
 		case panicking:
 			v = closeIt // the handler ran, and died
@@ -400,10 +400,6 @@ func (c *conn) Close() error {
 	}
 	c.listener.group.give(c.Conn, unread, c.listener)
 	return nil
-}
-
-func (c *conn) whoCloses() (serve, panicking bool) {
-	return c.listener.group.serveClosing()
 }
 
 // releaseIfWaiting does step 1 for a connection whose first request head

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -112,9 +111,7 @@ func (c *config) runs(path string) int {
 // once it has closed the listener: net/http is then shutting down.
 func (c *config) shutDown() {
 	go c.srv.Shutdown(context.Background())
-	for !c.ln.isClosing() {
-		time.Sleep(100 * time.Microsecond)
-	}
+	<-c.ln.done
 }
 
 // client is a raw keep-alive connection.
@@ -280,8 +277,8 @@ func TestGroupKeepsOneSocket(t *testing.T) {
 // config binds on the address later receives none, so stopping it resets
 // none (Linux: SO_ATTACH_REUSEPORT_CBPF).
 func TestGroupSteersNewConnectionsToItsSocket(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("steering is Linux only")
+	if !SteeringSupported() {
+		t.Skip("this kernel does not take SO_ATTACH_REUSEPORT_CBPF: no steering")
 	}
 	old := startConfig(t, "127.0.0.1:0", "old", nil)
 	addr := old.ln.Addr().String()

@@ -13,3 +13,7 @@ import (
 func steeredSocket(*net.TCPListener) (net.Listener, []net.Conn, error) {
 	return nil, nil, errors.ErrUnsupported
 }
+
+// SteeringSupported reports whether new connections can be steered to a
+// group's own socket: never outside Linux.
+func SteeringSupported() bool { return false }

@@ -104,3 +104,20 @@ func relisten(old *net.TCPListener) {
 		_ = rc.Control(func(fd uintptr) { _ = unix.Listen(int(fd), unix.SOMAXCONN) })
 	}
 }
+
+// SteeringSupported reports whether this kernel takes the program that
+// steers new connections to a group's own socket. Without it, a new
+// connection can still be reset in the instant a later config's socket
+// stops listening; tests that count on steering check this first.
+func SteeringSupported() bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) != nil {
+		return false
+	}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+		&unix.SockFprog{Len: uint16(len(toFirstSocket)), Filter: &toFirstSocket[0]}) == nil
+}
