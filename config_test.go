@@ -173,3 +173,22 @@ https://a.localhost:18443, https://b.localhost:18443 {
 		})
 	}
 }
+
+// The gateway_handoff global option turns the listener wrapper off, and
+// anything but on or off is an error naming the line.
+func TestHandoffOption(t *testing.T) {
+	site := "http://localhost:8080 {\n\tgateway /api/* {\n\t\tservice users http://127.0.0.1:9001\n\t}\n}\n"
+	for opt, wantWrapper := range map[string]bool{"": true, "gateway_handoff on": true, "gateway_handoff off": false} {
+		cfg, err := adaptCaddyfile(t, "{\n\t"+opt+"\n}\n"+site)
+		if err != nil {
+			t.Fatalf("%q: %v", opt, err)
+		}
+		if got := bytes.Contains(cfg, []byte(`"wrapper":"gateway_handoff"`)); got != wantWrapper {
+			t.Errorf("%q: listener wrapper present = %v, want %v\n%s", opt, got, wantWrapper, cfg)
+		}
+	}
+	_, err := adaptCaddyfile(t, "{\n\tgateway_handoff maybe\n}\n"+site)
+	if err == nil || !strings.Contains(err.Error(), `want on or off, not "maybe"`) || !strings.Contains(err.Error(), "Caddyfile:2") {
+		t.Errorf("bad value: %v", err)
+	}
+}

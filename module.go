@@ -95,48 +95,6 @@ type Gateway struct {
 	seq                  uint64
 }
 
-// CacheConfig configures the response cache shared by all services of a
-// gateway. Sizes are bytes.
-type CacheConfig struct {
-	// MaxSize bounds the bytes held by cached entries. Default 256 MiB.
-	MaxSize int64 `json:"max_size,omitempty"`
-	// MaxItemSize: larger answers are streamed through, not stored. Default 1 MiB.
-	MaxItemSize int64 `json:"max_item_size,omitempty"`
-	// DefaultTTL is the freshness given to storable answers that carry no
-	// freshness information of their own. Default 0: such answers are not
-	// reused without revalidation, as RFC 9111 expects.
-	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
-	// StaleWhileRevalidate serves a stale entry at once for this long after
-	// it expired, refreshing it in the background.
-	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
-	// StaleIfError serves a stale entry for this long after it expired
-	// when the upstream fails or answers 5xx.
-	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
-	// Redis adds a shared second tier that several Caddy instances use:
-	// local miss → Redis → upstream; purges reach every instance.
-	Redis *RedisConfig `json:"redis,omitempty"`
-}
-
-// RedisConfig is the shared Redis tier of the cache.
-type RedisConfig struct {
-	// URL of the server: redis://[user:pass@]host:port/db, rediss:// or
-	// unix://. Placeholders such as {env.REDIS_URL} are resolved at provision.
-	URL string `json:"url"`
-	// Password, overriding the URL's; e.g. {env.REDIS_PASSWORD}.
-	Password string `json:"password,omitempty"`
-	// PoolSize of the client. Default 10 per GOMAXPROCS.
-	PoolSize int `json:"pool_size,omitempty"`
-	// Timeout is the most Redis may add to one request. Default 50ms; past
-	// it, and while Redis is down, the gateway serves from the local tier
-	// and the upstream, and reconnects by itself.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
-	// DialTimeout of one connection, off the request path. Default 250ms.
-	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
-	// KeyPrefix of the keys and the purge channel; instances sharing a
-	// cache must use the same one. Default "caddy-gateway".
-	KeyPrefix string `json:"key_prefix,omitempty"`
-}
-
 // CaddyModule returns the Caddy module information. Its receiver is a
 // pointer: Caddy's events app calls it on the live module (e.g. when a
 // health check of one of our services emits an event) while Provision may
@@ -254,29 +212,11 @@ func (g *Gateway) provisionCache() error {
 		// Background refreshes run on workers that live as long as the
 		// cache; a job from an unloaded config finishes or is dropped.
 		workers := pool.NewWorkers("cache-revalidation", 2, 256, g.logger)
-		var redisOpts *cache.RedisOptions
-		if rc := g.Cache.Redis; rc != nil {
-			repl := caddy.NewReplacer()
-			redisOpts = &cache.RedisOptions{
-				URL:         repl.ReplaceKnown(rc.URL, ""),
-				Password:    repl.ReplaceKnown(rc.Password, ""),
-				PoolSize:    rc.PoolSize,
-				Timeout:     time.Duration(rc.Timeout),
-				DialTimeout: time.Duration(rc.DialTimeout),
-				KeyPrefix:   rc.KeyPrefix,
-			}
-		}
-		c, err := cache.New(cache.Options{
-			Redis:                redisOpts,
-			Runner:               workers,
-			Detach:               detach,
-			MaxSize:              g.Cache.MaxSize,
-			MaxItemSize:          g.Cache.MaxItemSize,
-			DefaultTTL:           time.Duration(g.Cache.DefaultTTL),
-			StaleWhileRevalidate: time.Duration(g.Cache.StaleWhileRevalidate),
-			StaleIfError:         time.Duration(g.Cache.StaleIfError),
-			Logger:               g.logger.Named("cache"),
-		})
+		opts := g.Cache.options()
+		opts.Runner = workers
+		opts.Detach = detach
+		opts.Logger = g.logger.Named("cache")
+		c, err := cache.New(opts)
 		if err != nil {
 			workers.Close()
 			return nil, err
@@ -315,15 +255,7 @@ func (g *Gateway) Validate() error {
 		return fmt.Errorf("slow_request, memory_interval, memory_leak_threshold and max_body must not be negative")
 	}
 	if c := g.Cache; c != nil {
-		if c.MaxSize < 0 || c.MaxItemSize < 0 || c.DefaultTTL < 0 || c.StaleWhileRevalidate < 0 || c.StaleIfError < 0 {
-			return fmt.Errorf("cache: sizes and durations must not be negative")
-		}
-		if r := c.Redis; r != nil && (r.URL == "" || r.PoolSize < 0 || r.Timeout < 0 || r.DialTimeout < 0) {
-			return fmt.Errorf("cache: redis needs a URL, and pool_size and timeouts must not be negative")
-		}
-		if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
-			return fmt.Errorf("cache: max_item_size (%d) exceeds max_size (%d)", c.MaxItemSize, c.MaxSize)
-		}
+		return c.Validate()
 	}
 	return nil
 }

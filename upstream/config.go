@@ -195,7 +195,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if len(c.Upstreams) == 0 {
-		return fmt.Errorf("service %q: no upstream URL", c.Name)
+		return fmt.Errorf("service %q: missing upstream URL", c.Name)
 	}
 	var scheme, base string
 	for i, raw := range c.Upstreams {

@@ -61,11 +61,8 @@ func (sharedLimiter) Destruct() error { return nil }
 // context of the config being loaded; every goroutine the service starts
 // (active health checks) ends when that context is cancelled. scope names
 // the gateway, so state kept across reloads is not shared between two
-// gateways' services of the same name.
+// gateways' services of the same name. cfg must have passed Validate.
 func New(ctx caddy.Context, scope string, cfg *Config, logger *zap.Logger) (*Service, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	queueTimeout := durationOr(cfg.QueueTimeout, DefaultQueueTimeout)
 	limiterKey := fmt.Sprintf("%s/%s/%d/%d/%s", scope, cfg.Name, cfg.MaxConns, cfg.MaxPending, queueTimeout)
 	lim, _, err := limiters.LoadOrNew(limiterKey, func() (caddy.Destructor, error) {

@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/internal/cfgparse"
+)
+
+// CacheConfig configures the response cache shared by all services of a
+// gateway. Sizes are bytes.
+type CacheConfig struct {
+	// MaxSize bounds the bytes held by cached entries. Default 256 MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+	// MaxItemSize: larger answers are streamed through, not stored. Default 1 MiB.
+	MaxItemSize int64 `json:"max_item_size,omitempty"`
+	// DefaultTTL is the freshness given to storable answers that carry no
+	// freshness information of their own. Default 0: such answers are not
+	// reused without revalidation, as RFC 9111 expects.
+	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
+	// StaleWhileRevalidate serves a stale entry at once for this long after
+	// it expired, refreshing it in the background.
+	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
+	// StaleIfError serves a stale entry for this long after it expired
+	// when the upstream fails or answers 5xx.
+	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+	// Redis adds a shared second tier that several Caddy instances use:
+	// local miss → Redis → upstream; purges reach every instance.
+	Redis *RedisConfig `json:"redis,omitempty"`
+}
+
+// UnmarshalCaddyfile sets up the cache from the gateway's `cache` block.
+// Syntax:
+//
+//	cache {
+//		max_size               <size>
+//		max_item_size          <size>
+//		default_ttl            <duration>
+//		stale_while_revalidate <duration>
+//		stale_if_error         <duration>
+//		redis <url> {
+//			<see RedisConfig>
+//		}
+//	}
+func (c *CacheConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "cache"
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "max_size":
+			err = cfgparse.Size(d, &c.MaxSize)
+		case "max_item_size":
+			err = cfgparse.Size(d, &c.MaxItemSize)
+		case "default_ttl":
+			err = cfgparse.Duration(d, &c.DefaultTTL)
+		case "stale_while_revalidate":
+			err = cfgparse.Duration(d, &c.StaleWhileRevalidate)
+		case "stale_if_error":
+			err = cfgparse.Duration(d, &c.StaleIfError)
+		case "redis":
+			if c.Redis != nil {
+				return d.Err("cache: redis declared twice")
+			}
+			c.Redis = new(RedisConfig)
+			err = c.Redis.UnmarshalCaddyfile(d.NewFromNextSegment())
+		default:
+			return d.Errf("cache: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate rejects a cache config that cannot work, naming the field.
+func (c *CacheConfig) Validate() error {
+	if c.MaxSize < 0 || c.MaxItemSize < 0 || c.DefaultTTL < 0 || c.StaleWhileRevalidate < 0 || c.StaleIfError < 0 {
+		return fmt.Errorf("cache: sizes and durations must not be negative")
+	}
+	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
+		return fmt.Errorf("cache: max_item_size (%d) exceeds max_size (%d)", c.MaxItemSize, c.MaxSize)
+	}
+	if c.Redis != nil {
+		return c.Redis.Validate()
+	}
+	return nil
+}
+
+// options translates the config into the cache package's options; the
+// caller adds the collaborators (runner, detach, logger).
+func (c *CacheConfig) options() cache.Options {
+	return cache.Options{
+		Redis:                c.Redis.options(),
+		MaxSize:              c.MaxSize,
+		MaxItemSize:          c.MaxItemSize,
+		DefaultTTL:           time.Duration(c.DefaultTTL),
+		StaleWhileRevalidate: time.Duration(c.StaleWhileRevalidate),
+		StaleIfError:         time.Duration(c.StaleIfError),
+	}
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*CacheConfig)(nil)
