@@ -70,7 +70,7 @@ type Result uint8
 // Results of Serve.
 const (
 	// ResultBypass: the cache did not take part (unsafe or uncacheable method, request no-store,
-	// range or precondition requests).
+	// Range requests it cannot answer from a stored 200, precondition requests).
 	ResultBypass Result = iota
 	// ResultHit: answered from a fresh stored entry without contacting upstream.
 	ResultHit

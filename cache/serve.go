@@ -57,8 +57,11 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		return c.passThrough(w, r, fetch, "request-body")
 	}
 	cc := requestDirectives(h)
-	if c.closed.Load() || cc.NoStore || h["Range"] != nil || h["If-Match"] != nil ||
-		h["If-Unmodified-Since"] != nil || h["If-Range"] != nil || h["Upgrade"] != nil {
+	// A Range (and If-Range) GET may be answered from a stored 200 (range.go); anything else about
+	// it goes upstream untouched.
+	ranged := h["Range"] != nil || h["If-Range"] != nil
+	if c.closed.Load() || cc.NoStore || (ranged && r.Method != http.MethodGet) || h["If-Match"] != nil ||
+		h["If-Unmodified-Since"] != nil || h["Upgrade"] != nil {
 		return c.passThrough(w, r, fetch, "")
 	}
 	auth := credential(h)
@@ -94,6 +97,10 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 	} else if cc.OnlyIfCached {
 		putKeyBuf(kb)
 		return c.gatewayTimeout(w, r, service)
+	}
+	if ranged {
+		putKeyBuf(kb)
+		return c.passThrough(w, r, fetch, "")
 	}
 	cl := call{r: r, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", fetch: fetch, start: now}
 	putKeyBuf(kb)
@@ -608,6 +615,13 @@ func pathOf(r *http.Request) string {
 func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age time.Duration, status string) {
 	h := w.Header()
 	notMod := notModified(r, e)
+	rv, start, end := rangeIgnore, int64(0), int64(0)
+	if !notMod && r.Header["Range"] != nil {
+		if rv, start, end = selectRange(r, e); rv == rangeUnsatisfiable {
+			c.rangeNotSatisfiable(w, r, e, status)
+			return
+		}
+	}
 	if notMod {
 		for _, k := range notModifiedFields {
 			if vs, ok := e.Header[k]; ok {
@@ -638,6 +652,10 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age
 	}
 	if notMod {
 		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if rv == rangePartial {
+		writePartial(w, e, start, end)
 		return
 	}
 	w.WriteHeader(e.Status)
