@@ -59,6 +59,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock used for ages and freshness; tests replace it. Default time.Now.
 	Now func() time.Time
+	// Keys holds per-service rules for the cache key (service name → rules); a service without
+	// rules keys on its whole path and query, the default.
+	Keys map[string]*KeyRules
 	// Redis, when set, adds a shared second tier behind the local one (see RedisOptions): local miss →
 	// Redis → upstream; stored answers go to both; Purge and invalidations reach every instance.
 	Redis *RedisOptions
@@ -122,6 +125,8 @@ type Cache struct {
 	idx  index
 	fl   flights
 	pass passKeys
+	// keys are the compiled Options.Keys (nil: default keys everywhere).
+	keys map[string]*KeyRules
 	// redis is the shared second tier, or nil.
 	redis *redisTier
 
@@ -164,6 +169,18 @@ func New(opts Options) (*Cache, error) {
 		return nil, errors.New("cache: default_ttl, stale_while_revalidate and stale_if_error must not be negative")
 	}
 	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger, orphanLimit: orphanLimit}
+	for svc, k := range opts.Keys {
+		ck, err := compileKeyRules(svc, k)
+		if err != nil {
+			return nil, err
+		}
+		if ck != nil {
+			if c.keys == nil {
+				c.keys = make(map[string]*KeyRules, len(opts.Keys))
+			}
+			c.keys[svc] = ck
+		}
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -382,9 +399,10 @@ func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string) (e *En
 	if path == "" {
 		path = r.URL.Path
 	}
-	buf = appendBaseKey(buf[:0], r.Host, service, path, r.URL.RawQuery)
+	buf = appendBaseKey(buf[:0], r.Host, service, path, c.keyQuery(service, r.URL.RawQuery))
 	baseLen = len(buf)
 	buf = appendAuthKey(buf, auth)
+	buf = c.appendKeyHeaders(buf, service, r.Header)
 	v, ok := c.rs.Get(buf)
 	if !ok || v == nil || v.Key != string(buf) {
 		return nil, buf, baseLen, false

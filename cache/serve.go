@@ -478,8 +478,9 @@ func (c *Cache) purgedSince(r *http.Request, service string, since uint64) bool 
 	if c.purgeSeq() == since {
 		return false
 	}
-	base := appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)
-	probe := Entry{Service: service, URL: requestURL(r), Key: string(base), BaseLen: len(base)}
+	q := c.keyQuery(service, r.URL.RawQuery)
+	base := appendBaseKey(nil, r.Host, service, pathOf(r), q)
+	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base)}
 	c.storeMu.RLock()
 	defer c.storeMu.RUnlock()
 	return c.purges.covers(&probe, since)
@@ -507,7 +508,7 @@ func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *E
 	}
 	return &Entry{
 		Service:      cl.service,
-		URL:          requestURL(cl.r),
+		URL:          keyURL(pathOf(cl.r), c.keyQuery(cl.service, cl.r.URL.RawQuery)),
 		Status:       rec.status,
 		Header:       h,
 		Body:         body,
@@ -515,19 +516,6 @@ func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *E
 		ResponseTime: respTime,
 		InitialAge:   initialAge(rec.snapshot, reqTime, respTime),
 	}
-}
-
-// requestURL is the upstream-relative path and query of r in the form Purge prefixes are matched in
-// (matchForm).
-func requestURL(r *http.Request) string {
-	p := r.URL.RawPath
-	if p == "" {
-		p = r.URL.Path
-	}
-	if r.URL.RawQuery != "" {
-		return matchForm(p + "?" + r.URL.RawQuery)
-	}
-	return matchForm(p)
 }
 
 // refreshed returns a copy of the stored entry updated by a 304 (RFC 9111 §4.3.4): the 304's fields
@@ -571,9 +559,10 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
 	if c.redis != nil {
 		epoch = c.redis.epoch.Load()
 	}
-	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), r.URL.RawQuery)
+	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), c.keyQuery(e.Service, r.URL.RawQuery))
 	e.BaseLen = len(buf)
 	buf = appendAuthKey(buf, credential(r.Header))
+	buf = c.appendKeyHeaders(buf, e.Service, r.Header)
 	var m *Entry
 	res := storeAdmitted
 	if len(vary) > 0 {
@@ -741,7 +730,8 @@ func upstreamBasePath(w http.ResponseWriter) string {
 // itself); they are upstream paths, so basePath (the service's upstream base path) is stripped, and a
 // reference outside it names nothing this service stores.
 func (c *Cache) invalidate(r *http.Request, service string, h http.Header, basePath string) {
-	refs := []baseRef{{url: requestURL(r), base: appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)}}
+	q := c.keyQuery(service, r.URL.RawQuery)
+	refs := []baseRef{{url: keyURL(pathOf(r), q), base: appendBaseKey(nil, r.Host, service, pathOf(r), q)}}
 	for _, f := range []string{"Location", "Content-Location"} {
 		v := h.Get(f)
 		if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
@@ -765,11 +755,8 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header, baseP
 			}
 			p = rest
 		}
-		ref := baseRef{url: p, base: appendBaseKey(nil, r.Host, service, p, u.RawQuery)}
-		if u.RawQuery != "" {
-			ref.url += "?" + u.RawQuery
-		}
-		ref.url = matchForm(ref.url)
+		q := c.keyQuery(service, u.RawQuery)
+		ref := baseRef{url: keyURL(p, q), base: appendBaseKey(nil, r.Host, service, p, q)}
 		refs = append(refs, ref)
 	}
 	bases := make([][]byte, len(refs))
