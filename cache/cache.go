@@ -112,6 +112,9 @@ type Stats struct {
 	Rejected    int64 `json:"rejected"`    // entries refused by the admission policy
 	Evictions   int64 `json:"evictions"`   // entries evicted (space or expiry)
 	Purged      int64 `json:"purged"`      // entries removed by Purge or invalidation
+	// Reasons counts, by service and reason (see Reason), why requests were not answered from the
+	// cache or answers not stored.
+	Reasons map[string]map[string]int64 `json:"reasons"`
 	// Redis describes the shared tier; nil without one.
 	Redis *RedisStats `json:"redis,omitempty"`
 }
@@ -141,6 +144,8 @@ type Cache struct {
 
 	hits, misses, stale, bypass, revalidated, coalesced atomic.Int64
 	stores, rejected, evictions, purged                 atomic.Int64
+	reasons                                             reasonCounts
+	decided                                             decisions
 
 	// orphanLimit bounds a flight leader's exchange once its client left (see lead); tests shorten it.
 	orphanLimit time.Duration
@@ -250,6 +255,7 @@ func (c *Cache) Stats() Stats {
 		Rejected:    c.rejected.Load(),
 		Evictions:   c.evictions.Load(),
 		Purged:      c.purged.Load(),
+		Reasons:     c.reasons.snapshot(),
 	}
 	if !c.closed.Load() {
 		s.Bytes = c.rs.MaxCost() - c.rs.RemainingCost()

@@ -54,21 +54,30 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		// stored under the URL it would be served to the next plain GET (cache
 		// poisoning), while a stored answer would ignore the body. It takes no
 		// part in the cache: not served, stored, nor coalesced with others.
-		return c.passThrough(w, r, fetch, "request-body")
+		return c.passThrough(w, r, service, fetch, ReasonRequestBody)
 	}
 	cc := requestDirectives(h)
 	// A Range (and If-Range) GET may be answered from a stored 200 (range.go); anything else about
 	// it goes upstream untouched.
 	ranged := h["Range"] != nil || h["If-Range"] != nil
-	if c.closed.Load() || cc.NoStore || (ranged && r.Method != http.MethodGet) || h["If-Match"] != nil ||
-		h["If-Unmodified-Since"] != nil || h["Upgrade"] != nil {
-		return c.passThrough(w, r, fetch, "")
+	switch {
+	case c.closed.Load():
+		return c.passThrough(w, r, service, fetch, ReasonNone)
+	case cc.NoStore:
+		return c.passThrough(w, r, service, fetch, ReasonRequestNoStore)
+	case ranged && r.Method != http.MethodGet:
+		return c.passThrough(w, r, service, fetch, ReasonRange)
+	case h["If-Match"] != nil || h["If-Unmodified-Since"] != nil || h["Upgrade"] != nil:
+		return c.passThrough(w, r, service, fetch, ReasonPrecondition)
 	}
 	auth := credential(h)
 	kb := getKeyBuf()
 	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth)
 	hit := "hit"
 	if e == nil && c.redis != nil {
+		if !c.redis.up.Load() {
+			c.explain(service, "", 0, ReasonRedisError) // this miss could not ask the shared tier
+		}
 		e, key, varyMiss = c.redis.lookup(r, service, auth, key, baseLen, varyMiss)
 		if e != nil {
 			hit = "hit; detail=redis"
@@ -100,13 +109,14 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 	}
 	if ranged {
 		putKeyBuf(kb)
-		return c.passThrough(w, r, fetch, "")
+		return c.passThrough(w, r, service, fetch, ReasonRange)
 	}
 	cl := call{r: r, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", fetch: fetch, start: now}
 	putKeyBuf(kb)
 	switch {
 	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.cc.NoCache && e.fresh(age):
 		cl.fwd = "request"
+		c.explain(service, "", 0, ReasonRequestNoCache)
 	case e != nil:
 		cl.fwd = "stale"
 		if c.opts.Runner != nil && r.Method == http.MethodGet && !cc.NoCache && cc.MaxAge < 0 && cc.MinFresh < 0 &&
@@ -154,13 +164,14 @@ func (c *Cache) canStaleIfError(e *Entry, now time.Time) bool {
 	return e != nil && !e.noStale && e.sie > 0 && e.staleness(e.age(now)) <= e.sie
 }
 
-// passThrough forwards a request the cache does not take part in; detail, when set, says why in
-// Cache-Status.
-func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, fetch Fetch, detail string) (Result, error) {
+// passThrough forwards a request the cache does not take part in; why, when set, is counted and
+// says why in Cache-Status.
+func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, service string, fetch Fetch, why Reason) (Result, error) {
 	c.bypass.Add(1)
 	cs := c.opts.Name + "; fwd=bypass"
-	if detail != "" {
-		cs += "; detail=" + detail
+	if why != ReasonNone {
+		c.explain(service, "", 0, why)
+		cs += "; detail=" + why.String()
 	}
 	w.Header()["Cache-Status"] = []string{cs}
 	err := fetch(w, r)
@@ -206,7 +217,11 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, r *http.Request, service s
 // fetch on their own when the answer was not storable. When the leader gives its exchange up (its
 // client left and nobody could use the answer), the waiters start over and one of them leads.
 func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
-	if cl.r.Method != http.MethodGet || c.pass.known(cl.key, cl.start) {
+	if cl.r.Method != http.MethodGet {
+		return c.fetchOnce(w, cl, nil)
+	}
+	if c.pass.known(cl.key, cl.start) {
+		c.explain(cl.service, "", 0, ReasonHitForMiss)
 		return c.fetchOnce(w, cl, nil)
 	}
 	counted := false
@@ -387,12 +402,13 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		if d.ok && c.purgedSince(r, cl.service, since) {
 			// Storable, but a purge or invalidation came while it was fetched: it will not be
 			// stored (storeTTL), so neither record it nor claim it. Says nothing about the URL.
-			d = storeDecision{detail: "purged"}
+			d = storeDecision{reason: ReasonPurged}
 		} else if !d.ok && r.Method == http.MethodGet {
 			c.pass.remember(cl.key, reqTime)
 		}
 		rec.record = d.ok
 		if !d.ok {
+			c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, d.reason)
 			c.fl.finish(cl.key, fl, false, nil) // followers need not wait for the body
 			cl.lead.notNeeded()
 		}
@@ -411,9 +427,9 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			// store that did not happen. (An announced length the upstream then breaks off is a
 			// truncated answer the client sees as failed.)
 			b.WriteString("; stored")
-		} else if d.detail != "" {
+		} else if d.reason != ReasonNone {
 			b.WriteString("; detail=")
-			b.WriteString(d.detail)
+			b.WriteString(d.reason.String())
 		}
 		return b.String()
 	}
@@ -449,7 +465,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 				cl.cand = nil
 				return c.fetchOnce(w, cl, nil)
 			}
-			stored := c.storeResponse(r, ne, since)
+			stored, _ := c.storeResponse(r, ne, since)
 			c.fl.finish(cl.key, fl, stored, nil)
 			c.revalidated.Add(1)
 			c.writeEntry(w, r, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
@@ -462,7 +478,17 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	}
 	stored := false
 	if err == nil && rec.complete() {
-		stored = c.storeResponse(r, c.newEntry(cl, rec, reqTime, respTime), since)
+		e := c.newEntry(cl, rec, reqTime, respTime)
+		why := ReasonNone
+		if stored, why = c.storeResponse(r, e, since); stored || why != ReasonNone {
+			c.explain(cl.service, e.URL, rec.status, why)
+		}
+	} else if rec.record {
+		why := ReasonIncomplete
+		if int64(len(rec.body)) >= c.opts.MaxItemSize {
+			why = ReasonTooLarge
+		}
+		c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, why)
 	}
 	if stored {
 		c.pass.forget(cl.key)
@@ -548,11 +574,12 @@ func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.T
 // storeResponse computes e's key from the request (primary key, plus the variant part when the
 // response has Vary, in which case a Vary marker goes under the primary key) and stores it, unless a
 // purge or invalidation covering it came after since (the purge-log position noted before its
-// exchange began): then it is stored nowhere, Redis included, and only its own requests get it.
-func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
+// exchange began): then it is stored nowhere, Redis included, and only its own requests get it. When
+// it is not stored, the reason says why.
+func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Reason) {
 	vary, star := varyNames(e.Header)
 	if star {
-		return false
+		return false, ReasonVaryStar
 	}
 	// Read before the purge log is checked: a purge this store does not see bumps it afterwards.
 	var epoch uint64
@@ -580,7 +607,13 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
 	if res != storeOutdated && c.redis != nil && !c.closed.Load() {
 		c.redis.enqueue(m, e, epoch) // even if the local admission policy refused it
 	}
-	return res == storeAdmitted
+	switch res {
+	case storeOutdated:
+		return false, ReasonPurged
+	case storeRefused:
+		return false, ReasonRefused
+	}
+	return true, ReasonNone
 }
 
 // hasBody reports whether the client sends a request body: a Content-Length above 0, or a body of
