@@ -33,11 +33,20 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (a adminAPI) Routes() []caddy.AdminRoute {
-	route := func(pattern, method string, fn func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error) caddy.AdminRoute {
+	type handler = func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error
+	// route serves pattern with fn for method, and with more (method, fn) pairs when given.
+	route := func(pattern, method string, fn handler, more ...any) caddy.AdminRoute {
+		fns := map[string]handler{method: fn}
+		allow := method
+		for i := 0; i+1 < len(more); i += 2 {
+			fns[more[i].(string)] = more[i+1].(handler)
+			allow += ", " + more[i].(string)
+		}
 		return caddy.AdminRoute{Pattern: pattern, Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			if r.Method != method {
-				w.Header().Set("Allow", method)
-				return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use %s", r.Method, method)}
+			fn := fns[r.Method]
+			if fn == nil {
+				w.Header().Set("Allow", allow)
+				return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use %s", r.Method, allow)}
 			}
 			gws, err := selectGateways(r)
 			if err != nil {
@@ -52,7 +61,7 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		route("/gateway/memory", http.MethodGet, a.memory),
 		route("/gateway/health", http.MethodGet, a.health),
 		route("/gateway/pools", http.MethodGet, a.pools),
-		route("/gateway/cache", http.MethodDelete, a.purge),
+		route("/gateway/cache", http.MethodDelete, a.purge, http.MethodGet, handler(a.inspect)),
 	}
 }
 

@@ -214,7 +214,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.drops = append(g.drops, collectors.SetCacheSize(g.cacheKey, func() (int64, int64) {
 			st := c.Stats()
 			return st.Bytes, int64(st.Entries)
-		}))
+		}), collectors.SetCacheReasons(g.cacheKey, c.Reasons))
 	}
 
 	threshold := g.MemoryLeakThreshold

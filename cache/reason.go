@@ -154,3 +154,6 @@ func (c *Cache) explain(service, url string, status int, r Reason) {
 		c.decided.note(service, url, Decision{Time: c.now(), Status: status, Stored: r == ReasonNone, Reason: r.String()})
 	}
 }
+
+// Reasons returns the explained-miss counters (service → reason → count), as in Stats.
+func (c *Cache) Reasons() map[string]map[string]int64 { return c.reasons.snapshot() }
