@@ -150,6 +150,12 @@ func isWrapper(name string) func(json.RawMessage) bool {
 //			default_ttl            <duration>
 //			stale_while_revalidate <duration>
 //			stale_if_error         <duration>
+//			key [<service>] {
+//				ignore_query <name|prefix*>...
+//				keep_query   <name|prefix*>...
+//				sort_query
+//				header       <field>...
+//			}
 //			redis <url> {
 //				password     <value>
 //				pool_size    <n>
@@ -426,6 +432,8 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 				return nil, d.Err("cache: redis declared twice")
 			}
 			c.Redis, err = parseRedis(d)
+		case "key":
+			err = c.unmarshalKey(d)
 		default:
 			return nil, d.Errf("cache: unknown subdirective %q", d.Val())
 		}

@@ -112,6 +112,9 @@ type CacheConfig struct {
 	// StaleIfError serves a stale entry for this long after it expired
 	// when the upstream fails or answers 5xx.
 	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+	// Keys shape the cache key per service (service name → rules; "*" for
+	// every service without its own). Default: the whole path and query.
+	Keys map[string]*CacheKeyConfig `json:"keys,omitempty"`
 	// Redis adds a shared second tier that several Caddy instances use:
 	// local miss → Redis → upstream; purges reach every instance.
 	Redis *RedisConfig `json:"redis,omitempty"`
@@ -250,6 +253,10 @@ func (g *Gateway) provisionCache() error {
 	}
 	sum := sha256.Sum256(raw)
 	g.cacheKey = "gateway.cache." + hex.EncodeToString(sum[:])
+	serviceNames := make([]string, 0, len(g.Services))
+	for _, s := range g.Services {
+		serviceNames = append(serviceNames, s.Name)
+	}
 	val, _, err := caches.LoadOrNew(g.cacheKey, func() (caddy.Destructor, error) {
 		// Background refreshes run on workers that live as long as the
 		// cache; a job from an unloaded config finishes or is dropped.
@@ -275,6 +282,7 @@ func (g *Gateway) provisionCache() error {
 			DefaultTTL:           time.Duration(g.Cache.DefaultTTL),
 			StaleWhileRevalidate: time.Duration(g.Cache.StaleWhileRevalidate),
 			StaleIfError:         time.Duration(g.Cache.StaleIfError),
+			Keys:                 g.Cache.keyRules(serviceNames),
 			Logger:               g.logger.Named("cache"),
 		})
 		if err != nil {
@@ -320,6 +328,14 @@ func (g *Gateway) Validate() error {
 		}
 		if r := c.Redis; r != nil && (r.URL == "" || r.PoolSize < 0 || r.Timeout < 0 || r.DialTimeout < 0) {
 			return fmt.Errorf("cache: redis needs a URL, and pool_size and timeouts must not be negative")
+		}
+		for svc, k := range c.Keys {
+			if svc != AllServices && !seen[svc] {
+				return fmt.Errorf("cache: key for service %q, which is not declared", svc)
+			}
+			if err := k.rules().Validate(); err != nil {
+				return fmt.Errorf("cache: key of service %q: %w", svc, err)
+			}
 		}
 		if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
 			return fmt.Errorf("cache: max_item_size (%d) exceeds max_size (%d)", c.MaxItemSize, c.MaxSize)

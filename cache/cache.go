@@ -175,9 +175,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger, orphanLimit: orphanLimit}
 	for svc, k := range opts.Keys {
-		ck, err := compileKeyRules(svc, k)
+		ck, err := compileKeyRules(k)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cache: key of service %q: %w", svc, err)
 		}
 		if ck != nil {
 			if c.keys == nil {

@@ -26,9 +26,15 @@ type KeyRules struct {
 	Headers []string
 }
 
+// Validate reports the first malformed parameter pattern or header field name of k.
+func (k *KeyRules) Validate() error {
+	_, err := compileKeyRules(k)
+	return err
+}
+
 // compileKeyRules validates rules and returns them ready for use: header names canonical, sorted and
 // unique. A nil or empty rule set yields nil (the default key).
-func compileKeyRules(service string, k *KeyRules) (*KeyRules, error) {
+func compileKeyRules(k *KeyRules) (*KeyRules, error) {
 	if k == nil || (len(k.IgnoreQuery) == 0 && len(k.KeepQuery) == 0 && !k.SortQuery && len(k.Headers) == 0) {
 		return nil, nil
 	}
@@ -36,12 +42,12 @@ func compileKeyRules(service string, k *KeyRules) (*KeyRules, error) {
 	for _, p := range slices.Concat(k.IgnoreQuery, k.KeepQuery) {
 		name := strings.TrimSuffix(p, "*")
 		if p == "" || strings.Contains(name, "*") || strings.ContainsAny(p, "&=#") {
-			return nil, fmt.Errorf("cache: key of service %q: bad query parameter pattern %q: want a name or a prefix ending in '*'", service, p)
+			return nil, fmt.Errorf("bad query parameter pattern %q: want a name or a prefix ending in '*'", p)
 		}
 	}
 	for _, h := range k.Headers {
 		if h == "" || strings.ContainsAny(h, " \t:\r\n") {
-			return nil, fmt.Errorf("cache: key of service %q: bad header name %q", service, h)
+			return nil, fmt.Errorf("bad header field name %q", h)
 		}
 		out.Headers = append(out.Headers, http.CanonicalHeaderKey(h))
 	}

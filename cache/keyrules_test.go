@@ -132,7 +132,7 @@ func TestKeyRulesInvalid(t *testing.T) {
 
 // TestKeyRulesQueryNoAlloc: a query the rules leave as it is costs no allocation.
 func TestKeyRulesQueryNoAlloc(t *testing.T) {
-	k, _ := compileKeyRules("svc", &KeyRules{IgnoreQuery: []string{"utm_*"}, SortQuery: true})
+	k, _ := compileKeyRules(&KeyRules{IgnoreQuery: []string{"utm_*"}, SortQuery: true})
 	if n := testing.AllocsPerRun(100, func() { _ = k.query("a=1&b=2&c=3") }); n != 0 {
 		t.Fatalf("%v allocations", n)
 	}
