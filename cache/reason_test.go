@@ -28,6 +28,13 @@ func TestReasons(t *testing.T) {
 			w.Header().Set("Cache-Control", "max-age=60")
 			_, _ = w.Write(make([]byte, 2048))
 			return
+		case "/bigstream": // no Content-Length: found too large while streaming
+			w.Header().Set("Cache-Control", "max-age=60")
+			for range 3 {
+				_, _ = w.Write(make([]byte, 512))
+				w.(http.Flusher).Flush()
+			}
+			return
 		default:
 			w.Header().Set("Cache-Control", "max-age=60")
 		}
@@ -47,6 +54,7 @@ func TestReasons(t *testing.T) {
 		{"/nostore", nil, "no-store", true},
 		{"/vary", nil, "vary-star", true},
 		{"/big", nil, "too-large", true},
+		{"/bigstream", nil, "too-large", false},
 		{"/auth", []string{"Authorization", "Bearer x"}, "authorization", true},
 		{"/ok", []string{"Cache-Control", "no-store"}, "request-no-store", true},
 		{"/ok", []string{"If-Match", `"x"`}, "precondition", true},

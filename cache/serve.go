@@ -389,6 +389,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	rec.holdStatus = func(status int) bool {
 		return (revalidate && status == http.StatusNotModified) || (sie && isServerError(status))
 	}
+	storable := false // the answer's header allowed storing it
 	rec.onHeader = func(rec *recorder) string {
 		if r.Context().Err() != nil {
 			// Our own exchange was ended (its client left, or a leader's exchange was given up), and
@@ -407,6 +408,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			c.pass.remember(cl.key, reqTime)
 		}
 		rec.record = d.ok
+		storable = d.ok
 		if !d.ok {
 			c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, d.reason)
 			c.fl.finish(cl.key, fl, false, nil) // followers need not wait for the body
@@ -483,10 +485,10 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		if stored, why = c.storeResponse(r, e, since); stored || why != ReasonNone {
 			c.explain(cl.service, e.URL, rec.status, why)
 		}
-	} else if rec.record {
-		why := ReasonIncomplete
-		if int64(len(rec.body)) >= c.opts.MaxItemSize {
-			why = ReasonTooLarge
+	} else if storable && !rec.held {
+		why := ReasonIncomplete // broke off upstream, or the client left
+		if err == nil && !rec.failed {
+			why = ReasonTooLarge // dropped when it outgrew max_item_size
 		}
 		c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, why)
 	}
