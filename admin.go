@@ -33,14 +33,13 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (a adminAPI) Routes() []caddy.AdminRoute {
-	type handler = func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error
-	// route serves pattern with fn for method, and with more (method, fn) pairs when given.
-	route := func(pattern, method string, fn handler, more ...any) caddy.AdminRoute {
-		fns := map[string]handler{method: fn}
+	// route serves pattern with fn for method, and with the other methods' handlers in also.
+	route := func(pattern, method string, fn adminHandler, also ...methodHandler) caddy.AdminRoute {
+		fns := map[string]adminHandler{method: fn}
 		allow := method
-		for i := 0; i+1 < len(more); i += 2 {
-			fns[more[i].(string)] = more[i+1].(handler)
-			allow += ", " + more[i].(string)
+		for _, m := range also {
+			fns[m.method] = m.fn
+			allow += ", " + m.method
 		}
 		return caddy.AdminRoute{Pattern: pattern, Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			fn := fns[r.Method]
@@ -61,8 +60,17 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		route("/gateway/memory", http.MethodGet, a.memory),
 		route("/gateway/health", http.MethodGet, a.health),
 		route("/gateway/pools", http.MethodGet, a.pools),
-		route("/gateway/cache", http.MethodDelete, a.purge, http.MethodGet, handler(a.inspect)),
+		route("/gateway/cache", http.MethodDelete, a.purge, methodHandler{http.MethodGet, a.inspect}),
 	}
+}
+
+// adminHandler answers an admin request about the gateways it selects.
+type adminHandler func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error
+
+// methodHandler is an adminHandler for one more method of a route.
+type methodHandler struct {
+	method string
+	fn     adminHandler
 }
 
 // liveGateways lists the provisioned gateways by name (the `name` option,
