@@ -137,3 +137,17 @@ func TestKeyRulesQueryNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations", n)
 	}
 }
+
+// BenchmarkKeyRulesQuery measures the query rules on a query they leave as it is and on one they
+// change (drop and sort).
+func BenchmarkKeyRulesQuery(b *testing.B) {
+	k, _ := compileKeyRules(&KeyRules{IgnoreQuery: []string{"utm_*", "fbclid"}, SortQuery: true})
+	for _, q := range []string{"a=1&b=2&c=3", "c=3&utm_source=x&b=2&fbclid=9&a=1"} {
+		b.Run(q, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = k.query(q)
+			}
+		})
+	}
+}
