@@ -109,8 +109,12 @@ type Decision struct {
 	Reason string    `json:"reason,omitempty"` // why it was not stored or not served from the cache
 }
 
-// decisionsCap bounds the remembered decisions; the oldest is forgotten first.
-const decisionsCap = 4096
+// decisionsCap bounds the remembered decisions; the oldest is forgotten first. URLs longer than
+// decisionURLMax are not remembered, so the memory stays under ~10 MiB whatever clients send.
+const (
+	decisionsCap   = 4096
+	decisionURLMax = 2048
+)
 
 // decisions remembers the last decision per service and URL (Entry.URL form) in a fixed-size FIFO.
 type decisions struct {
@@ -150,7 +154,7 @@ func (d *decisions) last(service, url string) (Decision, bool) {
 // the URL when it concerns an answer.
 func (c *Cache) explain(service, url string, status int, r Reason) {
 	c.reasons.add(service, r)
-	if url != "" {
+	if url != "" && len(url)+len(service) <= decisionURLMax {
 		c.decided.note(service, url, Decision{Time: c.now(), Status: status, Stored: r == ReasonNone, Reason: r.String()})
 	}
 }
