@@ -1,78 +1,120 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // Range requests (RFC 9110 §14) are answered from a stored complete 200: one byte range gets a 206
-// with Content-Range, a range that starts past the end gets a 416 with `Content-Range: bytes */len`.
-// A request the cache cannot answer from what it holds (no entry, a stale one, a stored answer that is
-// not a 200), and a HEAD with Range, are forwarded as they are and its answer is not stored. Where RFC 9110 lets a server ignore
-// Range, the whole stored answer is sent (200): a ranges-specifier that is not valid, several ranges
-// (no multipart/byteranges), and an If-Range that does not match the entry.
+// with Content-Range, several a 206 multipart/byteranges, a set whose every range starts past the end
+// a 416 with `Content-Range: bytes */len`. A request the cache cannot answer from what it holds (no
+// entry, a stale one, a stored answer that is not a 200), and a HEAD with Range, are forwarded as they
+// are and their answer is not stored. Where RFC 9110 lets a server ignore Range, the whole stored
+// answer is sent (200): a ranges-specifier that is not valid, more than maxRanges ranges or
+// overlapping ones, and an If-Range that does not match the entry.
 
 // rangeVerdict says how a stored entry answers a request's Range.
 type rangeVerdict uint8
 
 const (
 	rangeIgnore        rangeVerdict = iota // send the whole entry
-	rangePartial                           // send bytes [start, end] as a 206
+	rangePartial                           // send the ranges as a 206
 	rangeUnsatisfiable                     // 416
 )
 
+// maxRanges bounds the ranges of one request answered as multipart/byteranges; more, or overlapping
+// ones, get the whole answer (RFC 9110 §14.2 lets a server ignore such sets, which serve to amplify).
+const maxRanges = 16
+
+// byteRange is the first and last byte of a range.
+type byteRange struct{ start, end int64 }
+
 // selectRange applies r's Range and If-Range to the stored entry e (RFC 9110 §14.2, §13.1.5) and
-// returns the verdict, with the first and last byte of a partial answer.
-func selectRange(r *http.Request, e *Entry) (v rangeVerdict, start, end int64) {
+// returns the verdict, with the ranges of a partial answer.
+func selectRange(r *http.Request, e *Entry) (rangeVerdict, []byteRange) {
 	rh := r.Header["Range"]
 	if r.Method != http.MethodGet || e.Status != http.StatusOK || len(rh) != 1 || !ifRangeHolds(r.Header["If-Range"], e) {
-		return rangeIgnore, 0, 0
+		return rangeIgnore, nil
 	}
 	return parseRange(rh[0], int64(len(e.Body)))
 }
 
-// parseRange reads a `bytes=` ranges-specifier of one range against a representation of size bytes.
-func parseRange(spec string, size int64) (v rangeVerdict, start, end int64) {
+// parseRange reads a `bytes=` ranges-specifier against a representation of size bytes. Ranges that
+// start past the end are left out; when none is left, the set is unsatisfiable.
+func parseRange(spec string, size int64) (rangeVerdict, []byteRange) {
 	unit, set, ok := strings.Cut(spec, "=")
 	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return rangeIgnore, 0, 0
+		return rangeIgnore, nil
 	}
-	set = strings.Trim(set, " \t")
-	if set == "" || strings.ContainsRune(set, ',') {
-		return rangeIgnore, 0, 0 // not valid, or several ranges: the whole answer
+	var out []byteRange
+	n := 0
+	for part := range strings.SplitSeq(set, ",") {
+		part = strings.Trim(part, " \t")
+		if part == "" {
+			continue // empty list elements are allowed (RFC 9110 §5.6.1)
+		}
+		if n++; n > maxRanges {
+			return rangeIgnore, nil
+		}
+		v, br := parseOneRange(part, size)
+		switch v {
+		case rangeIgnore:
+			return rangeIgnore, nil // one invalid range makes the whole set invalid
+		case rangePartial:
+			for _, o := range out {
+				if br.start <= o.end && o.start <= br.end {
+					return rangeIgnore, nil
+				}
+			}
+			out = append(out, br)
+		}
 	}
-	first, last, ok := strings.Cut(set, "-")
+	switch {
+	case n == 0:
+		return rangeIgnore, nil
+	case len(out) == 0:
+		return rangeUnsatisfiable, nil
+	}
+	return rangePartial, out
+}
+
+// parseOneRange reads one range-spec (first-last, first-, -suffix).
+func parseOneRange(spec string, size int64) (rangeVerdict, byteRange) {
+	first, last, ok := strings.Cut(spec, "-")
 	if !ok {
-		return rangeIgnore, 0, 0
+		return rangeIgnore, byteRange{}
 	}
 	if first == "" { // suffix-range: the last n bytes
 		n, ok := parseDigits(last)
 		switch {
 		case !ok:
-			return rangeIgnore, 0, 0
+			return rangeIgnore, byteRange{}
 		case n == 0 || size == 0:
-			return rangeUnsatisfiable, 0, 0
+			return rangeUnsatisfiable, byteRange{}
 		}
-		return rangePartial, size - min(n, size), size - 1
+		return rangePartial, byteRange{size - min(n, size), size - 1}
 	}
-	start, ok = parseDigits(first)
+	start, ok := parseDigits(first)
 	if !ok {
-		return rangeIgnore, 0, 0
+		return rangeIgnore, byteRange{}
 	}
-	end = size - 1
+	end := size - 1
 	if last != "" {
 		if end, ok = parseDigits(last); !ok || end < start {
-			return rangeIgnore, 0, 0
+			return rangeIgnore, byteRange{}
 		}
 		end = min(end, size-1)
 	}
 	if start >= size {
-		return rangeUnsatisfiable, 0, 0
+		return rangeUnsatisfiable, byteRange{}
 	}
-	return rangePartial, start, end
+	return rangePartial, byteRange{start, end}
 }
 
 // parseDigits parses a non-empty run of decimal digits that fits an int64.
@@ -112,15 +154,38 @@ func ifRangeHolds(vs []string, e *Entry) bool {
 	return err == nil && date.Sub(e.lastModified) >= time.Second
 }
 
-// writePartial sends bytes [start, end] of e's body as a 206; the entry's fields are already in w's
-// header.
-func writePartial(w http.ResponseWriter, e *Entry, start, end int64) {
+// writePartial sends the ranges of e's body as a 206: one range as it is, several as
+// multipart/byteranges (RFC 9110 §14.6); the entry's fields are already in w's header.
+func writePartial(w http.ResponseWriter, e *Entry, rs []byteRange) {
 	h := w.Header()
-	size := int64(len(e.Body))
-	h["Content-Range"] = []string{"bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(end, 10) + "/" + strconv.FormatInt(size, 10)}
-	h["Content-Length"] = []string{strconv.FormatInt(end-start+1, 10)}
+	size := strconv.FormatInt(int64(len(e.Body)), 10)
+	contentRange := func(br byteRange) string {
+		return "bytes " + strconv.FormatInt(br.start, 10) + "-" + strconv.FormatInt(br.end, 10) + "/" + size
+	}
+	if len(rs) == 1 {
+		br := rs[0]
+		h["Content-Range"] = []string{contentRange(br)}
+		h["Content-Length"] = []string{strconv.FormatInt(br.end-br.start+1, 10)}
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(e.Body[br.start : br.end+1])
+		return
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	ct := e.Header.Get("Content-Type")
+	for _, br := range rs {
+		ph := textproto.MIMEHeader{"Content-Range": {contentRange(br)}}
+		if ct != "" {
+			ph["Content-Type"] = []string{ct}
+		}
+		pw, _ := mw.CreatePart(ph)
+		_, _ = pw.Write(e.Body[br.start : br.end+1])
+	}
+	_ = mw.Close()
+	h["Content-Type"] = []string{"multipart/byteranges; boundary=" + mw.Boundary()}
+	h["Content-Length"] = []string{strconv.Itoa(body.Len())}
 	w.WriteHeader(http.StatusPartialContent)
-	_, _ = w.Write(e.Body[start : end+1])
+	_, _ = w.Write(body.Bytes())
 }
 
 // rangeNotSatisfiable answers a Range that starts past the end of the stored entry: 416 with the

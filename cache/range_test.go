@@ -1,7 +1,11 @@
 package cache
 
 import (
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +48,10 @@ func TestRangeFromCache(t *testing.T) {
 		{"zero suffix", []string{"Range", "bytes=-0"}, 416, "", "bytes */11", false},
 		{"invalid: ignored", []string{"Range", "bytes=5-2"}, 200, "0123456789A", "", false},
 		{"other unit: ignored", []string{"Range", "items=0-1"}, 200, "0123456789A", "", false},
-		{"several ranges: whole", []string{"Range", "bytes=0-1,4-5"}, 200, "0123456789A", "", false},
+		{"overlapping ranges: whole", []string{"Range", "bytes=0-4,3-5"}, 200, "0123456789A", "", false},
+		{"too many ranges: whole", []string{"Range", "bytes=0-0,1-1,2-2,3-3,4-4,5-5,6-6,7-7,8-8,9-9,10-10,11-11,12-12,13-13,14-14,15-15,16-16"}, 200, "0123456789A", "", false},
+		{"one satisfiable of two", []string{"Range", "bytes=50-60, 1-2"}, 206, "12", "bytes 1-2/11", false},
+		{"none satisfiable", []string{"Range", "bytes=50-60,70-"}, 416, "", "bytes */11", false},
 		{"If-Range strong etag", []string{"Range", "bytes=0-1", "If-Range", `"v1"`}, 206, "01", "bytes 0-1/11", false},
 		{"If-Range other etag", []string{"Range", "bytes=0-1", "If-Range", `"v0"`}, 200, "0123456789A", "", false},
 		{"If-Range weak etag", []string{"Range", "bytes=0-1", "If-Range", `W/"v1"`}, 200, "0123456789A", "", false},
@@ -93,6 +100,41 @@ func TestRangeFromCache(t *testing.T) {
 	}
 }
 
+// TestRangeMultipart: several ranges get a multipart/byteranges 206 from the cache.
+func TestRangeMultipart(t *testing.T) {
+	o := newOrigin(t, nil, serveRanges("0123456789A", "Cache-Control", "max-age=60", "Content-Type", "text/plain"))
+	c := newTestCache(t, nil, Options{})
+	do(t, c, o.fetch(), "GET", "/m")
+	w, res, _ := do(t, c, o.fetch(), "GET", "/m", "Range", "bytes=0-1, -2")
+	if w.Code != 206 || res != ResultHit || o.calls.Load() != 1 {
+		t.Fatalf("%d %v %d calls", w.Code, res, o.calls.Load())
+	}
+	mt, params, err := mime.ParseMediaType(w.Header().Get("Content-Type"))
+	if err != nil || mt != "multipart/byteranges" {
+		t.Fatalf("Content-Type %q", w.Header().Get("Content-Type"))
+	}
+	if w.Header().Get("Content-Length") != strconv.Itoa(w.Body.Len()) {
+		t.Fatalf("Content-Length %q for %d bytes", w.Header().Get("Content-Length"), w.Body.Len())
+	}
+	mr := multipart.NewReader(w.Body, params["boundary"])
+	var got []string
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(p)
+		got = append(got, p.Header.Get("Content-Range")+" "+p.Header.Get("Content-Type")+" "+string(b))
+	}
+	want := []string{"bytes 0-1/11 text/plain 01", "bytes 9-10/11 text/plain 9A"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("parts %q, want %q", got, want)
+	}
+}
+
 // TestRangeStaleGoesUpstream: a stale entry does not answer a Range; the request is forwarded.
 func TestRangeStaleGoesUpstream(t *testing.T) {
 	clk := newClock()
@@ -115,9 +157,14 @@ func FuzzParseRange(f *testing.F) {
 		if size < 0 || size > 1<<40 {
 			return
 		}
-		v, start, end := parseRange(spec, size)
-		if v == rangePartial && (start < 0 || end < start || end >= size) {
-			t.Fatalf("%q of %d: [%d, %d]", spec, size, start, end)
+		v, rs := parseRange(spec, size)
+		if v == rangePartial && (len(rs) == 0 || len(rs) > maxRanges) {
+			t.Fatalf("%q of %d: %d ranges", spec, size, len(rs))
+		}
+		for _, br := range rs {
+			if br.start < 0 || br.end < br.start || br.end >= size {
+				t.Fatalf("%q of %d: %+v", spec, size, rs)
+			}
 		}
 	})
 }

@@ -639,9 +639,9 @@ func pathOf(r *http.Request) string {
 func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age time.Duration, status string) {
 	h := w.Header()
 	notMod := notModified(r, e)
-	rv, start, end := rangeIgnore, int64(0), int64(0)
+	rv, ranges := rangeIgnore, []byteRange(nil)
 	if !notMod && r.Header["Range"] != nil {
-		if rv, start, end = selectRange(r, e); rv == rangeUnsatisfiable {
+		if rv, ranges = selectRange(r, e); rv == rangeUnsatisfiable {
 			c.rangeNotSatisfiable(w, r, e, status)
 			return
 		}
@@ -679,7 +679,7 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age
 		return
 	}
 	if rv == rangePartial {
-		writePartial(w, e, start, end)
+		writePartial(w, e, ranges)
 		return
 	}
 	w.WriteHeader(e.Status)
