@@ -33,11 +33,19 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (a adminAPI) Routes() []caddy.AdminRoute {
-	route := func(pattern, method string, fn func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error) caddy.AdminRoute {
+	// route serves pattern with fn for method, and with the other methods' handlers in also.
+	route := func(pattern, method string, fn adminHandler, also ...methodHandler) caddy.AdminRoute {
+		fns := map[string]adminHandler{method: fn}
+		allow := method
+		for _, m := range also {
+			fns[m.method] = m.fn
+			allow += ", " + m.method
+		}
 		return caddy.AdminRoute{Pattern: pattern, Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			if r.Method != method {
-				w.Header().Set("Allow", method)
-				return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use %s", r.Method, method)}
+			fn := fns[r.Method]
+			if fn == nil {
+				w.Header().Set("Allow", allow)
+				return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed: use %s", r.Method, allow)}
 			}
 			gws, err := selectGateways(r)
 			if err != nil {
@@ -52,8 +60,17 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		route("/gateway/memory", http.MethodGet, a.memory),
 		route("/gateway/health", http.MethodGet, a.health),
 		route("/gateway/pools", http.MethodGet, a.pools),
-		route("/gateway/cache", http.MethodDelete, a.purge),
+		route("/gateway/cache", http.MethodDelete, a.purge, methodHandler{http.MethodGet, a.inspect}),
 	}
+}
+
+// adminHandler answers an admin request about the gateways it selects.
+type adminHandler func(w http.ResponseWriter, r *http.Request, gws []*Gateway) error
+
+// methodHandler is an adminHandler for one more method of a route.
+type methodHandler struct {
+	method string
+	fn     adminHandler
 }
 
 // liveGateways lists the provisioned gateways by name (the `name` option,

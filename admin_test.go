@@ -75,9 +75,9 @@ func TestAdminRoutesAnswerJSON(t *testing.T) {
 		t.Errorf("POST /gateway/stats: %d", resp.StatusCode)
 	}
 	decodeJSON(t, body)
-	resp, body = in.adminDo("GET", "/gateway/cache")
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET /gateway/cache: %d", resp.StatusCode)
+	resp, body = in.adminDo("PUT", "/gateway/cache")
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "DELETE, GET" {
+		t.Errorf("PUT /gateway/cache: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	decodeJSON(t, body)
 }

@@ -28,6 +28,9 @@ type CacheConfig struct {
 	// StaleIfError serves a stale entry for this long after it expired
 	// when the upstream fails or answers 5xx.
 	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+	// Keys shape the cache key per service (service name → rules; "*" for
+	// every service without its own). Default: the whole path and query.
+	Keys map[string]*CacheKeyConfig `json:"keys,omitempty"`
 	// Redis adds a shared second tier that several Caddy instances use:
 	// local miss → Redis → upstream; purges reach every instance.
 	Redis *RedisConfig `json:"redis,omitempty"`
@@ -42,6 +45,9 @@ type CacheConfig struct {
 //		default_ttl            <duration>
 //		stale_while_revalidate <duration>
 //		stale_if_error         <duration>
+//		key [<service>] {
+//			<see CacheKeyConfig>
+//		}
 //		redis <url> {
 //			<see RedisConfig>
 //		}
@@ -64,6 +70,8 @@ func (c *CacheConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = cfgparse.Duration(d, &c.StaleWhileRevalidate)
 		case "stale_if_error":
 			err = cfgparse.Duration(d, &c.StaleIfError)
+		case "key":
+			err = c.unmarshalKey(d)
 		case "redis":
 			if c.Redis != nil {
 				return d.Err("cache: redis declared twice")
@@ -81,9 +89,18 @@ func (c *CacheConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // Validate rejects a cache config that cannot work, naming the field.
-func (c *CacheConfig) Validate() error {
+// services holds the names the gateway declares.
+func (c *CacheConfig) Validate(services map[string]bool) error {
 	if c.MaxSize < 0 || c.MaxItemSize < 0 || c.DefaultTTL < 0 || c.StaleWhileRevalidate < 0 || c.StaleIfError < 0 {
 		return fmt.Errorf("cache: sizes and durations must not be negative")
+	}
+	for svc, k := range c.Keys {
+		if svc != AllServices && !services[svc] {
+			return fmt.Errorf("cache: key for service %q, which is not declared", svc)
+		}
+		if err := k.rules().Validate(); err != nil {
+			return fmt.Errorf("cache: key of service %q: %w", svc, err)
+		}
 	}
 	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
 		return fmt.Errorf("cache: max_item_size (%d) exceeds max_size (%d)", c.MaxItemSize, c.MaxSize)
@@ -94,10 +111,12 @@ func (c *CacheConfig) Validate() error {
 	return nil
 }
 
-// options translates the config into the cache package's options; the
-// caller adds the collaborators (runner, detach, logger).
-func (c *CacheConfig) options() cache.Options {
+// options translates the config into the cache package's options for a
+// gateway with the given services; the caller adds the collaborators
+// (runner, detach, logger).
+func (c *CacheConfig) options(services []string) cache.Options {
 	return cache.Options{
+		Keys:                 c.keyRules(services),
 		Redis:                c.Redis.options(),
 		MaxSize:              c.MaxSize,
 		MaxItemSize:          c.MaxItemSize,

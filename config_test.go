@@ -85,6 +85,11 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"redis unknown option", "service a http://x:1\n\tcache {\n\t\tredis redis://127.0.0.1:6379 {\n\t\t\tcluster yes\n\t\t}\n\t}", 6, `redis: unknown subdirective "cluster"`},
 		{"oauth2 and token", "service a http://x:1 {\n\t\ttoken t\n\t\toauth2 {\n\t\t\ttoken_url http://127.0.0.1:9/t\n\t\t\tclient_id c\n\t\t\tclient_secret s\n\t\t}\n\t}", 10, "oauth2 and token/token_file are mutually exclusive"},
 		{"mixed schemes", "service a http://x:1 https://y:2", 3, "share scheme"},
+		{"cache key unknown option", "service a http://x:1\n\tcache {\n\t\tkey a {\n\t\t\tignore_qurey utm_*\n\t\t}\n\t}", 6, `cache key: unknown subdirective "ignore_qurey"`},
+		{"cache key empty option", "service a http://x:1\n\tcache {\n\t\tkey {\n\t\t\theader\n\t\t}\n\t}", 6, "header needs at least one argument"},
+		{"cache key bad pattern", "service a http://x:1\n\tcache {\n\t\tkey {\n\t\t\tignore_query a*b\n\t\t}\n\t}", 7, `bad query parameter pattern "a*b"`},
+		{"cache key sort_query argument", "service a http://x:1\n\tcache {\n\t\tkey {\n\t\t\tsort_query yes\n\t\t}\n\t}", 6, "wrong argument count"},
+		{"cache key twice", "service a http://x:1\n\tcache {\n\t\tkey a {\n\t\t}\n\t\tkey a {\n\t\t}\n\t}", 7, `declared twice for service "a"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +119,8 @@ func TestJSONValidateErrors(t *testing.T) {
 		{"bad url", `{"services":[{"name":"a","upstreams":["x:1"]}]}`, "scheme"},
 		{"both tokens", `{"services":[{"name":"a","upstreams":["http://x:1"],"token":"t","token_file":"f"}]}`, "mutually exclusive"},
 		{"bad prefix", `{"prefix":"api","services":[{"name":"a","upstreams":["http://x:1"]}]}`, "prefix"},
+		{"cache key for an unknown service", `{"services":[{"name":"a","upstreams":["http://x:1"]}],"cache":{"keys":{"b":{"sort_query":true}}}}`, `key for service "b", which is not declared`},
+		{"cache key bad header", `{"services":[{"name":"a","upstreams":["http://x:1"]}],"cache":{"keys":{"a":{"headers":["X Tenant"]}}}}`, "bad header field name"},
 		{"pending without conns", `{"services":[{"name":"a","upstreams":["http://x:1"],"max_pending":5}]}`, "max_pending needs max_conns"},
 	}
 	for _, tt := range tests {

@@ -172,7 +172,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.drops = append(g.drops, collectors.SetCacheSize(g.cacheKey, func() (int64, int64) {
 			st := c.Stats()
 			return st.Bytes, int64(st.Entries)
-		}))
+		}), collectors.SetCacheReasons(g.cacheKey, c.Reasons))
 	}
 
 	threshold := g.MemoryLeakThreshold
@@ -208,11 +208,15 @@ func (g *Gateway) provisionCache() error {
 	}
 	sum := sha256.Sum256(raw)
 	g.cacheKey = "gateway.cache." + hex.EncodeToString(sum[:])
+	serviceNames := make([]string, 0, len(g.Services))
+	for _, s := range g.Services {
+		serviceNames = append(serviceNames, s.Name)
+	}
 	val, _, err := caches.LoadOrNew(g.cacheKey, func() (caddy.Destructor, error) {
 		// Background refreshes run on workers that live as long as the
 		// cache; a job from an unloaded config finishes or is dropped.
 		workers := pool.NewWorkers("cache-revalidation", 2, 256, g.logger)
-		opts := g.Cache.options()
+		opts := g.Cache.options(serviceNames)
 		opts.Runner = workers
 		opts.Detach = detach
 		opts.Logger = g.logger.Named("cache")
@@ -255,7 +259,7 @@ func (g *Gateway) Validate() error {
 		return fmt.Errorf("slow_request, memory_interval, memory_leak_threshold and max_body must not be negative")
 	}
 	if c := g.Cache; c != nil {
-		return c.Validate()
+		return c.Validate(seen)
 	}
 	return nil
 }

@@ -59,6 +59,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock used for ages and freshness; tests replace it. Default time.Now.
 	Now func() time.Time
+	// Keys holds per-service rules for the cache key (service name → rules); a service without
+	// rules keys on its whole path and query, the default.
+	Keys map[string]*KeyRules
 	// Redis, when set, adds a shared second tier behind the local one (see RedisOptions): local miss →
 	// Redis → upstream; stored answers go to both; Purge and invalidations reach every instance.
 	Redis *RedisOptions
@@ -70,7 +73,7 @@ type Result uint8
 // Results of Serve.
 const (
 	// ResultBypass: the cache did not take part (unsafe or uncacheable method, request no-store,
-	// range or precondition requests).
+	// Range requests it cannot answer from a stored 200, precondition requests).
 	ResultBypass Result = iota
 	// ResultHit: answered from a fresh stored entry without contacting upstream.
 	ResultHit
@@ -109,6 +112,9 @@ type Stats struct {
 	Rejected    int64 `json:"rejected"`    // entries refused by the admission policy
 	Evictions   int64 `json:"evictions"`   // entries evicted (space or expiry)
 	Purged      int64 `json:"purged"`      // entries removed by Purge or invalidation
+	// Reasons counts, by service and reason (see Reason), why requests were not answered from the
+	// cache or answers not stored.
+	Reasons map[string]map[string]int64 `json:"reasons"`
 	// Redis describes the shared tier; nil without one.
 	Redis *RedisStats `json:"redis,omitempty"`
 }
@@ -122,6 +128,8 @@ type Cache struct {
 	idx  index
 	fl   flights
 	pass passKeys
+	// keys are the compiled Options.Keys (nil: default keys everywhere).
+	keys map[string]*KeyRules
 	// redis is the shared second tier, or nil.
 	redis *redisTier
 
@@ -136,6 +144,8 @@ type Cache struct {
 
 	hits, misses, stale, bypass, revalidated, coalesced atomic.Int64
 	stores, rejected, evictions, purged                 atomic.Int64
+	reasons                                             reasonCounts
+	decided                                             decisions
 
 	// orphanLimit bounds a flight leader's exchange once its client left (see lead); tests shorten it.
 	orphanLimit time.Duration
@@ -164,6 +174,18 @@ func New(opts Options) (*Cache, error) {
 		return nil, errors.New("cache: default_ttl, stale_while_revalidate and stale_if_error must not be negative")
 	}
 	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger, orphanLimit: orphanLimit}
+	for svc, k := range opts.Keys {
+		ck, err := compileKeyRules(k)
+		if err != nil {
+			return nil, fmt.Errorf("cache: key of service %q: %w", svc, err)
+		}
+		if ck != nil {
+			if c.keys == nil {
+				c.keys = make(map[string]*KeyRules, len(opts.Keys))
+			}
+			c.keys[svc] = ck
+		}
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -233,6 +255,7 @@ func (c *Cache) Stats() Stats {
 		Rejected:    c.rejected.Load(),
 		Evictions:   c.evictions.Load(),
 		Purged:      c.purged.Load(),
+		Reasons:     c.reasons.snapshot(),
 	}
 	if !c.closed.Load() {
 		s.Bytes = c.rs.MaxCost() - c.rs.RemainingCost()
@@ -382,9 +405,10 @@ func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string) (e *En
 	if path == "" {
 		path = r.URL.Path
 	}
-	buf = appendBaseKey(buf[:0], r.Host, service, path, r.URL.RawQuery)
+	buf = appendBaseKey(buf[:0], r.Host, service, path, c.keyQuery(service, r.URL.RawQuery))
 	baseLen = len(buf)
 	buf = appendAuthKey(buf, auth)
+	buf = c.appendKeyHeaders(buf, service, r.Header)
 	v, ok := c.rs.Get(buf)
 	if !ok || v == nil || v.Key != string(buf) {
 		return nil, buf, baseLen, false

@@ -201,54 +201,54 @@ func (e *Entry) fresh(age time.Duration) bool {
 func (e *Entry) staleness(age time.Duration) time.Duration { return max(0, age-e.lifetime) }
 
 // storeDecision is the verdict on whether an upstream answer may be stored, with the reason when not
-// (used as the Cache-Status detail).
+// (its name is the Cache-Status detail).
 type storeDecision struct {
 	ok     bool
-	detail string
+	reason Reason
 }
 
 // decideStore applies the shared-cache storage rules (RFC 9111 §3, stricter where DESIGN.md says so)
 // to an upstream answer to r.
 func (c *Cache) decideStore(r *http.Request, status int, h http.Header) storeDecision {
 	if r.Method != http.MethodGet {
-		return storeDecision{detail: "method"}
+		return storeDecision{reason: ReasonMethod}
 	}
 	cc := responseDirectives(h)
 	switch {
 	case status == http.StatusPartialContent || status < 200 || status == http.StatusNotModified:
-		return storeDecision{detail: "status"}
+		return storeDecision{reason: ReasonStatus}
 	case cc.MustUnderstand && !understoodStatus(status):
-		return storeDecision{detail: "must-understand"}
+		return storeDecision{reason: ReasonMustUnderstand}
 	case cc.NoStore && !(cc.MustUnderstand && understoodStatus(status)):
-		return storeDecision{detail: "no-store"}
+		return storeDecision{reason: ReasonNoStore}
 	case cc.Private:
-		return storeDecision{detail: "private"}
+		return storeDecision{reason: ReasonPrivate}
 	case len(h["Set-Cookie"]) > 0:
-		return storeDecision{detail: "set-cookie"}
+		return storeDecision{reason: ReasonSetCookie}
 	case len(h["Trailer"]) > 0:
-		return storeDecision{detail: "trailer"}
+		return storeDecision{reason: ReasonTrailer}
 	case credential(r.Header) != "" && !cc.Public && cc.SMaxAge < 0 && !cc.MustRevalidate:
-		return storeDecision{detail: "authorization"}
+		return storeDecision{reason: ReasonAuthorization}
 	}
 	for _, v := range h["Vary"] {
 		if containsToken(v, "*") {
-			return storeDecision{detail: "vary-star"}
+			return storeDecision{reason: ReasonVaryStar}
 		}
 	}
 	lifetime, explicit := freshnessLifetime(h, cc, c.now(), c.opts.DefaultTTL)
 	if !explicit && !cc.Public && !heuristicStatus[status] {
-		return storeDecision{detail: "status"}
+		return storeDecision{reason: ReasonStatus}
 	}
 	// Any other final status with explicit freshness may be stored (RFC 9111 §3: "understood" is
 	// only required for 206, 304 and must-understand).
 	// An answer that can never be reused without revalidation, and cannot be revalidated, is useless.
 	reusable := lifetime > 0 && !cc.NoCache
 	if !reusable && h.Get("Etag") == "" && h.Get("Last-Modified") == "" {
-		return storeDecision{detail: "no-freshness"}
+		return storeDecision{reason: ReasonNoFreshness}
 	}
 	if cl := h.Get("Content-Length"); cl != "" {
 		if n, ok := parseDeltaSeconds(cl); !ok || n > c.opts.MaxItemSize {
-			return storeDecision{detail: "too-large"}
+			return storeDecision{reason: ReasonTooLarge}
 		}
 	}
 	return storeDecision{ok: true}

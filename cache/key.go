@@ -13,10 +13,11 @@ import (
 // value can make two different requests share a key (FuzzKey checks this). Layout:
 //
 //	base    = 'G' len(host) host len(service) service len(url) url       (url = path[?query])
-//	primary = base ['A' sha256(credential)[:16]]                         (requests with Authorization)
+//	primary = base ['A' sha256(credential)[:16]] ['H' fields]            (Authorization; KeyRules.Headers)
 //	variant = primary 'V' { len(name) name (1 len(value) value | 0) }       (one per Vary name, sorted)
 //
 // GET and HEAD share the 'G' method class: HEAD is answered from stored GET responses. The
+// query part of url and the 'H' fields follow the service's KeyRules (keyrules.go). The
 // Authorization hash in the key means an entry stored for one credential can only ever be found by a
 // request carrying the very same credential (credential: every Authorization line, see below).
 
@@ -98,8 +99,13 @@ func appendAuthKey(dst []byte, authorization string) []byte {
 // appendVariantKey appends the selecting header values named by vary (canonical, sorted) to a primary
 // key. Absent headers are encoded differently from empty ones (RFC 9111 §4.1).
 func appendVariantKey(dst []byte, vary []string, h http.Header) []byte {
-	dst = append(dst, 'V')
-	for _, name := range vary {
+	return appendHeaderValues(dst, 'V', vary, h)
+}
+
+// appendHeaderValues appends tag and the normalised values of the named header fields.
+func appendHeaderValues(dst []byte, tag byte, names []string, h http.Header) []byte {
+	dst = append(dst, tag)
+	for _, name := range names {
 		dst = appendLenString(dst, name)
 		vs, ok := h[name]
 		if !ok {

@@ -54,18 +54,30 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		// stored under the URL it would be served to the next plain GET (cache
 		// poisoning), while a stored answer would ignore the body. It takes no
 		// part in the cache: not served, stored, nor coalesced with others.
-		return c.passThrough(w, r, fetch, "request-body")
+		return c.passThrough(w, r, service, fetch, ReasonRequestBody)
 	}
 	cc := requestDirectives(h)
-	if c.closed.Load() || cc.NoStore || h["Range"] != nil || h["If-Match"] != nil ||
-		h["If-Unmodified-Since"] != nil || h["If-Range"] != nil || h["Upgrade"] != nil {
-		return c.passThrough(w, r, fetch, "")
+	// A Range (and If-Range) GET may be answered from a stored 200 (range.go); anything else about
+	// it goes upstream untouched.
+	ranged := h["Range"] != nil || h["If-Range"] != nil
+	switch {
+	case c.closed.Load():
+		return c.passThrough(w, r, service, fetch, ReasonNone)
+	case cc.NoStore:
+		return c.passThrough(w, r, service, fetch, ReasonRequestNoStore)
+	case ranged && r.Method != http.MethodGet:
+		return c.passThrough(w, r, service, fetch, ReasonRange)
+	case h["If-Match"] != nil || h["If-Unmodified-Since"] != nil || h["Upgrade"] != nil:
+		return c.passThrough(w, r, service, fetch, ReasonPrecondition)
 	}
 	auth := credential(h)
 	kb := getKeyBuf()
 	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth)
 	hit := "hit"
 	if e == nil && c.redis != nil {
+		if !c.redis.up.Load() {
+			c.explain(service, "", 0, ReasonRedisError) // this miss could not ask the shared tier
+		}
 		e, key, varyMiss = c.redis.lookup(r, service, auth, key, baseLen, varyMiss)
 		if e != nil {
 			hit = "hit; detail=redis"
@@ -95,11 +107,16 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		putKeyBuf(kb)
 		return c.gatewayTimeout(w, r, service)
 	}
+	if ranged {
+		putKeyBuf(kb)
+		return c.passThrough(w, r, service, fetch, ReasonRange)
+	}
 	cl := call{r: r, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", fetch: fetch, start: now}
 	putKeyBuf(kb)
 	switch {
 	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.cc.NoCache && e.fresh(age):
 		cl.fwd = "request"
+		c.explain(service, "", 0, ReasonRequestNoCache)
 	case e != nil:
 		cl.fwd = "stale"
 		if c.opts.Runner != nil && r.Method == http.MethodGet && !cc.NoCache && cc.MaxAge < 0 && cc.MinFresh < 0 &&
@@ -147,13 +164,14 @@ func (c *Cache) canStaleIfError(e *Entry, now time.Time) bool {
 	return e != nil && !e.noStale && e.sie > 0 && e.staleness(e.age(now)) <= e.sie
 }
 
-// passThrough forwards a request the cache does not take part in; detail, when set, says why in
-// Cache-Status.
-func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, fetch Fetch, detail string) (Result, error) {
+// passThrough forwards a request the cache does not take part in; why, when set, is counted and
+// says why in Cache-Status.
+func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, service string, fetch Fetch, why Reason) (Result, error) {
 	c.bypass.Add(1)
 	cs := c.opts.Name + "; fwd=bypass"
-	if detail != "" {
-		cs += "; detail=" + detail
+	if why != ReasonNone {
+		c.explain(service, "", 0, why)
+		cs += "; detail=" + why.String()
 	}
 	w.Header()["Cache-Status"] = []string{cs}
 	err := fetch(w, r)
@@ -199,7 +217,11 @@ func (c *Cache) gatewayTimeout(w http.ResponseWriter, r *http.Request, service s
 // fetch on their own when the answer was not storable. When the leader gives its exchange up (its
 // client left and nobody could use the answer), the waiters start over and one of them leads.
 func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
-	if cl.r.Method != http.MethodGet || c.pass.known(cl.key, cl.start) {
+	if cl.r.Method != http.MethodGet {
+		return c.fetchOnce(w, cl, nil)
+	}
+	if c.pass.known(cl.key, cl.start) {
+		c.explain(cl.service, "", 0, ReasonHitForMiss)
 		return c.fetchOnce(w, cl, nil)
 	}
 	counted := false
@@ -367,6 +389,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	rec.holdStatus = func(status int) bool {
 		return (revalidate && status == http.StatusNotModified) || (sie && isServerError(status))
 	}
+	storable := false // the answer's header allowed storing it
 	rec.onHeader = func(rec *recorder) string {
 		if r.Context().Err() != nil {
 			// Our own exchange was ended (its client left, or a leader's exchange was given up), and
@@ -380,12 +403,14 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		if d.ok && c.purgedSince(r, cl.service, since) {
 			// Storable, but a purge or invalidation came while it was fetched: it will not be
 			// stored (storeTTL), so neither record it nor claim it. Says nothing about the URL.
-			d = storeDecision{detail: "purged"}
+			d = storeDecision{reason: ReasonPurged}
 		} else if !d.ok && r.Method == http.MethodGet {
 			c.pass.remember(cl.key, reqTime)
 		}
 		rec.record = d.ok
+		storable = d.ok
 		if !d.ok {
+			c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, d.reason)
 			c.fl.finish(cl.key, fl, false, nil) // followers need not wait for the body
 			cl.lead.notNeeded()
 		}
@@ -404,9 +429,9 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			// store that did not happen. (An announced length the upstream then breaks off is a
 			// truncated answer the client sees as failed.)
 			b.WriteString("; stored")
-		} else if d.detail != "" {
+		} else if d.reason != ReasonNone {
 			b.WriteString("; detail=")
-			b.WriteString(d.detail)
+			b.WriteString(d.reason.String())
 		}
 		return b.String()
 	}
@@ -442,7 +467,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 				cl.cand = nil
 				return c.fetchOnce(w, cl, nil)
 			}
-			stored := c.storeResponse(r, ne, since)
+			stored, _ := c.storeResponse(r, ne, since)
 			c.fl.finish(cl.key, fl, stored, nil)
 			c.revalidated.Add(1)
 			c.writeEntry(w, r, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
@@ -455,7 +480,17 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	}
 	stored := false
 	if err == nil && rec.complete() {
-		stored = c.storeResponse(r, c.newEntry(cl, rec, reqTime, respTime), since)
+		e := c.newEntry(cl, rec, reqTime, respTime)
+		why := ReasonNone
+		if stored, why = c.storeResponse(r, e, since); stored || why != ReasonNone {
+			c.explain(cl.service, e.URL, rec.status, why)
+		}
+	} else if storable && !rec.held {
+		why := ReasonIncomplete // broke off upstream, or the client left
+		if err == nil && !rec.failed {
+			why = ReasonTooLarge // dropped when it outgrew max_item_size
+		}
+		c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, why)
 	}
 	if stored {
 		c.pass.forget(cl.key)
@@ -471,8 +506,9 @@ func (c *Cache) purgedSince(r *http.Request, service string, since uint64) bool 
 	if c.purgeSeq() == since {
 		return false
 	}
-	base := appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)
-	probe := Entry{Service: service, URL: requestURL(r), Key: string(base), BaseLen: len(base)}
+	q := c.keyQuery(service, r.URL.RawQuery)
+	base := appendBaseKey(nil, r.Host, service, pathOf(r), q)
+	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base)}
 	c.storeMu.RLock()
 	defer c.storeMu.RUnlock()
 	return c.purges.covers(&probe, since)
@@ -500,7 +536,7 @@ func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *E
 	}
 	return &Entry{
 		Service:      cl.service,
-		URL:          requestURL(cl.r),
+		URL:          keyURL(pathOf(cl.r), c.keyQuery(cl.service, cl.r.URL.RawQuery)),
 		Status:       rec.status,
 		Header:       h,
 		Body:         body,
@@ -508,19 +544,6 @@ func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *E
 		ResponseTime: respTime,
 		InitialAge:   initialAge(rec.snapshot, reqTime, respTime),
 	}
-}
-
-// requestURL is the upstream-relative path and query of r in the form Purge prefixes are matched in
-// (matchForm).
-func requestURL(r *http.Request) string {
-	p := r.URL.RawPath
-	if p == "" {
-		p = r.URL.Path
-	}
-	if r.URL.RawQuery != "" {
-		return matchForm(p + "?" + r.URL.RawQuery)
-	}
-	return matchForm(p)
 }
 
 // refreshed returns a copy of the stored entry updated by a 304 (RFC 9111 §4.3.4): the 304's fields
@@ -553,20 +576,22 @@ func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.T
 // storeResponse computes e's key from the request (primary key, plus the variant part when the
 // response has Vary, in which case a Vary marker goes under the primary key) and stores it, unless a
 // purge or invalidation covering it came after since (the purge-log position noted before its
-// exchange began): then it is stored nowhere, Redis included, and only its own requests get it.
-func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
+// exchange began): then it is stored nowhere, Redis included, and only its own requests get it. When
+// it is not stored, the reason says why.
+func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Reason) {
 	vary, star := varyNames(e.Header)
 	if star {
-		return false
+		return false, ReasonVaryStar
 	}
 	// Read before the purge log is checked: a purge this store does not see bumps it afterwards.
 	var epoch uint64
 	if c.redis != nil {
 		epoch = c.redis.epoch.Load()
 	}
-	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), r.URL.RawQuery)
+	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), c.keyQuery(e.Service, r.URL.RawQuery))
 	e.BaseLen = len(buf)
 	buf = appendAuthKey(buf, credential(r.Header))
+	buf = c.appendKeyHeaders(buf, e.Service, r.Header)
 	var m *Entry
 	res := storeAdmitted
 	if len(vary) > 0 {
@@ -584,7 +609,13 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) bool {
 	if res != storeOutdated && c.redis != nil && !c.closed.Load() {
 		c.redis.enqueue(m, e, epoch) // even if the local admission policy refused it
 	}
-	return res == storeAdmitted
+	switch res {
+	case storeOutdated:
+		return false, ReasonPurged
+	case storeRefused:
+		return false, ReasonRefused
+	}
+	return true, ReasonNone
 }
 
 // hasBody reports whether the client sends a request body: a Content-Length above 0, or a body of
@@ -608,6 +639,13 @@ func pathOf(r *http.Request) string {
 func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age time.Duration, status string) {
 	h := w.Header()
 	notMod := notModified(r, e)
+	rv, ranges := rangeIgnore, []byteRange(nil)
+	if !notMod && r.Header["Range"] != nil {
+		if rv, ranges = selectRange(r, e); rv == rangeUnsatisfiable {
+			c.rangeNotSatisfiable(w, r, e, status)
+			return
+		}
+	}
 	if notMod {
 		for _, k := range notModifiedFields {
 			if vs, ok := e.Header[k]; ok {
@@ -638,6 +676,10 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age
 	}
 	if notMod {
 		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if rv == rangePartial {
+		writePartial(w, e, ranges)
 		return
 	}
 	w.WriteHeader(e.Status)
@@ -723,7 +765,8 @@ func upstreamBasePath(w http.ResponseWriter) string {
 // itself); they are upstream paths, so basePath (the service's upstream base path) is stripped, and a
 // reference outside it names nothing this service stores.
 func (c *Cache) invalidate(r *http.Request, service string, h http.Header, basePath string) {
-	refs := []baseRef{{url: requestURL(r), base: appendBaseKey(nil, r.Host, service, pathOf(r), r.URL.RawQuery)}}
+	q := c.keyQuery(service, r.URL.RawQuery)
+	refs := []baseRef{{url: keyURL(pathOf(r), q), base: appendBaseKey(nil, r.Host, service, pathOf(r), q)}}
 	for _, f := range []string{"Location", "Content-Location"} {
 		v := h.Get(f)
 		if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
@@ -747,11 +790,8 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header, baseP
 			}
 			p = rest
 		}
-		ref := baseRef{url: p, base: appendBaseKey(nil, r.Host, service, p, u.RawQuery)}
-		if u.RawQuery != "" {
-			ref.url += "?" + u.RawQuery
-		}
-		ref.url = matchForm(ref.url)
+		q := c.keyQuery(service, u.RawQuery)
+		ref := baseRef{url: keyURL(p, q), base: appendBaseKey(nil, r.Host, service, p, q)}
 		refs = append(refs, ref)
 	}
 	bases := make([][]byte, len(refs))

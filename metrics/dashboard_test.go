@@ -66,6 +66,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 	recordTraffic(c)
 	defer c.SetCacheSize("x", func() (int64, int64) { return 1, 1 })()
+	defer c.SetCacheReasons("x", func() map[string]map[string]int64 { return map[string]map[string]int64{"s": {"private": 1}} })()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -108,6 +108,7 @@ type Collectors struct {
 	upstreamDuration *prometheus.HistogramVec
 	cacheRequests    *prometheus.CounterVec
 	cacheSize        *cacheSizeCollector
+	cacheReasons     *cacheReasonsCollector
 	credentials      *credentialCollector
 	inflight         *prometheus.GaugeVec
 	queued           *prometheus.GaugeVec
@@ -164,6 +165,7 @@ func NewCollectors(reg prometheus.Registerer) (*Collectors, error) {
 	c.cacheRequests, _ = reuse("cache_requests_total", prometheus.NewCounterVec(prometheus.CounterOpts(opts("cache_requests_total",
 		"Cache lookups by service and result (hit, miss, stale, bypass, revalidated).")), []string{"service", "result"})).(*prometheus.CounterVec)
 	c.cacheSize, _ = reuse("cache_bytes", newCacheSizeCollector()).(*cacheSizeCollector)
+	c.cacheReasons, _ = reuse("cache_miss_reasons_total", newCacheReasonsCollector()).(*cacheReasonsCollector)
 	c.credentials, _ = reuse("credential_fetches_total", newCredentialCollector()).(*credentialCollector)
 	c.inflight, _ = reuse("inflight", prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("inflight",
 		"Requests currently being exchanged with a service's upstreams.")), []string{"service"})).(*prometheus.GaugeVec)
