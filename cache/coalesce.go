@@ -15,6 +15,13 @@ type flight struct {
 	stored bool
 	retry  bool
 	err    error
+
+	// Guarded by flights.mu: how many followers wait on the flight now, whether the leader's client
+	// is gone, and how to end the leader's exchange (nil for a background refresh, which has no
+	// client). An exchange nobody waits for any more ends at once: it must not hold an upstream slot.
+	waiters    int
+	leaderGone bool
+	abort      func()
 }
 
 // flights is the set of exchanges in progress, by key. Its lock only guards the map: nobody holds it
@@ -29,6 +36,7 @@ func (f *flights) join(key string) (*flight, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fl, ok := f.m[key]; ok {
+		fl.waiters++
 		return fl, false
 	}
 	if f.m == nil {
@@ -50,6 +58,47 @@ func (f *flights) finish(key string, fl *flight, stored bool, err error) {
 // has an effect.
 func (f *flights) retry(key string, fl *flight) {
 	f.end(key, fl, func() { fl.retry = true })
+}
+
+// setAbort registers how to end the leader's exchange (see leaderLeft and leave).
+func (f *flights) setAbort(fl *flight, abort func()) {
+	f.mu.Lock()
+	fl.abort = abort
+	f.mu.Unlock()
+}
+
+// leaderLeft records that the leader's client went away. When no follower waits, the flight leaves
+// the set (a later request for the key starts its own) and leaderLeft reports true: the caller ends
+// the exchange at once. Otherwise it goes on for the followers, and the last of them to leave ends it.
+func (f *flights) leaderLeft(key string, fl *flight) (abandoned bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fl.leaderGone = true
+	if fl.waiters > 0 {
+		return false
+	}
+	if f.m[key] == fl {
+		delete(f.m, key)
+	}
+	return true
+}
+
+// leave records that a follower stopped waiting (its context ended). The last follower to leave a
+// flight whose leader's client is gone ends the exchange: nobody is left to use its answer.
+func (f *flights) leave(key string, fl *flight) {
+	f.mu.Lock()
+	fl.waiters--
+	var abort func()
+	if fl.waiters == 0 && fl.leaderGone {
+		if f.m[key] == fl {
+			delete(f.m, key)
+		}
+		abort = fl.abort
+	}
+	f.mu.Unlock()
+	if abort != nil {
+		abort()
+	}
 }
 
 func (f *flights) end(key string, fl *flight, set func()) {

@@ -91,13 +91,20 @@ func TestCoalescingLeaderLeaves(t *testing.T) {
 }
 
 // TestOrphanedExchangeEndsWhenUseless: once the leader's client is gone, an answer that turns out not
-// to be storable has nobody left to serve, and its exchange is cancelled at once.
+// to be storable has nobody left to serve (its followers fetch on their own), and its exchange is
+// cancelled at once.
 func TestOrphanedExchangeEndsWhenUseless(t *testing.T) {
 	release := make(chan struct{})
 	cancelled := make(chan struct{})
+	var first atomic.Bool
+	first.Store(true)
 	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
-		<-release
 		w.Header().Set("Cache-Control", "no-store")
+		if !first.Swap(false) {
+			_, _ = w.Write([]byte("own"))
+			return
+		}
+		<-release
 		w.WriteHeader(200)
 		w.(http.Flusher).Flush()
 		<-r.Context().Done() // a body that never ends, unless the gateway hangs up
@@ -106,6 +113,8 @@ func TestOrphanedExchangeEndsWhenUseless(t *testing.T) {
 	c := newTestCache(t, nil, Options{})
 	orphaned := make(chan struct{})
 	c.hookOrphan = func() { close(orphaned) }
+	following := make(chan struct{})
+	c.hookFollower = func() { close(following) }
 	ctx, hangUp := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -115,11 +124,100 @@ func TestOrphanedExchangeEndsWhenUseless(t *testing.T) {
 	for o.calls.Load() == 0 {
 		runtimeGosched()
 	}
+	follower := make(chan *httptest.ResponseRecorder)
+	go func() {
+		w, _, _ := do(t, c, o.fetch(), "GET", "/stream")
+		follower <- w
+	}()
+	<-following
 	hangUp()
-	<-orphaned
+	<-orphaned // kept for the follower
 	close(release)
 	<-cancelled
 	<-done
+	if w := <-follower; w.Code != 200 || w.Body.String() != "own" {
+		t.Fatalf("follower: %d %q", w.Code, w.Body.String())
+	}
+}
+
+// TestOrphanedExchangeEndsWithoutFollowers: a leader whose client leaves while nobody waits on its
+// flight ends its exchange at once (#17.4): it must not hold an upstream slot (max_conns) until the
+// answer comes or orphanLimit passes. A request that comes after starts its own flight.
+func TestOrphanedExchangeEndsWithoutFollowers(t *testing.T) {
+	cancelled := make(chan struct{})
+	var first atomic.Bool
+	first.Store(true)
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		if first.Swap(false) {
+			<-r.Context().Done() // only the gateway ending the exchange gets past this
+			close(cancelled)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write([]byte("fresh"))
+	})
+	c := newTestCache(t, nil, Options{})
+	c.hookOrphan = func() { t.Error("an exchange nobody waits for was kept") }
+	ctx, hangUp := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx), "svc", o.fetch())
+	}()
+	for o.calls.Load() == 0 {
+		runtimeGosched()
+	}
+	hangUp()
+	<-cancelled
+	<-done
+	w, res, err := do(t, c, o.fetch(), "GET", "/slow")
+	if err != nil || w.Code != 200 || w.Body.String() != "fresh" || res != ResultMiss {
+		t.Fatalf("next request: %v %v %d %q", res, err, w.Code, w.Body.String())
+	}
+}
+
+// TestOrphanedExchangeEndsWithLastFollower: the leader's client left while a follower waited, so the
+// exchange went on; when that follower leaves too, nobody is left and the exchange ends.
+func TestOrphanedExchangeEndsWithLastFollower(t *testing.T) {
+	cancelled := make(chan struct{})
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	c := newTestCache(t, nil, Options{})
+	orphaned := make(chan struct{})
+	c.hookOrphan = func() { close(orphaned) }
+	following := make(chan struct{})
+	c.hookFollower = func() { close(following) }
+	fetch := o.fetch()
+	leaderCtx, leaderLeaves := context.WithCancel(context.Background())
+	followerCtx, followerLeaves := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(leaderCtx), "svc", fetch)
+	}()
+	for o.calls.Load() == 0 {
+		runtimeGosched()
+	}
+	var ferr error
+	go func() {
+		defer wg.Done()
+		_, ferr = c.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/slow", nil).WithContext(followerCtx), "svc", fetch)
+	}()
+	<-following
+	leaderLeaves()
+	<-orphaned // kept: a follower waits
+	followerLeaves()
+	<-cancelled
+	wg.Wait()
+	if !errors.Is(ferr, context.Canceled) {
+		t.Fatalf("follower: %v, want its context's error", ferr)
+	}
+	if got := o.calls.Load(); got != 1 {
+		t.Fatalf("upstream calls = %d, want 1", got)
+	}
 }
 
 // TestLeaderGivesUpFollowersRetry: a leader whose exchange is given up (its client left and

@@ -240,6 +240,7 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 		select {
 		case <-fl.done:
 		case <-cl.r.Context().Done():
+			c.fl.leave(cl.key, fl)
 			return ResultMiss, fmt.Errorf("cache: waiting for a concurrent fetch of %q: %w", cl.r.URL.Path, context.Cause(cl.r.Context()))
 		}
 		if fl.retry {
@@ -276,20 +277,21 @@ func (c *Cache) leadFlight(w http.ResponseWriter, cl call, fl *flight) (Result, 
 		c.writeEntry(w, cl.r, e, age, "hit")
 		return ResultHit, nil
 	}
-	l := c.newLead(cl.r)
+	l := c.newLead(cl.r, cl.key, fl)
 	defer l.end()
 	cl.r, cl.lead = l.r, l
 	return c.fetchOnce(w, cl, fl)
 }
 
-// orphanLimit bounds how long a leader's exchange goes on after its client left.
+// orphanLimit bounds how long a leader's exchange goes on for its followers after its client left.
 const orphanLimit = time.Minute
 
 // lead is the exchange of a flight leader. Its request runs on a context detached from the client's,
 // so that the answer the followers wait for still arrives (and is stored) when the leader's client
 // hangs up; the exchange stays bounded by Fetch's own timeout and, once the client is gone, by
-// orphanLimit. As soon as the answer turns out not to be storable (nobody but the client could use
-// it), a gone client ends it as it would any exchange.
+// orphanLimit. When the client leaves and no follower waits, or the last follower leaves after it,
+// or the answer turns out not to be storable (nobody but the client could use it), the exchange ends
+// at once, as any exchange whose client is gone: it holds no upstream slot for nobody.
 type lead struct {
 	r       *http.Request // the leader's request on the detached context
 	client  context.Context
@@ -301,17 +303,20 @@ type lead struct {
 	timer *time.Timer // orphanLimit, armed when the client leaves
 }
 
-func (c *Cache) newLead(r *http.Request) *lead {
+func (c *Cache) newLead(r *http.Request, key string, fl *flight) *lead {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	l := &lead{r: r.WithContext(ctx), client: r.Context(), cancel: cancel}
+	c.fl.setAbort(fl, cancel)
 	l.stop = context.AfterFunc(r.Context(), func() {
+		if c.fl.leaderLeft(key, fl) || l.useless.Load() {
+			cancel() // nobody waits for the answer
+			return
+		}
 		if c.hookOrphan != nil {
 			c.hookOrphan()
 		}
-		if l.useless.Load() {
-			cancel()
-			return
-		}
+		c.log.Debug("flight leader's client left; the exchange goes on for its followers",
+			zap.String("path", r.URL.Path))
 		l.mu.Lock()
 		if ctx.Err() == nil {
 			l.timer = time.AfterFunc(c.orphanLimit, cancel)
