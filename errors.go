@@ -37,6 +37,12 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, service, msg
 	return writeJSON(w, status, errorBody{Error: msg, Service: service, Status: status, RequestID: requestID(r)})
 }
 
+// writeCacheError is writeError for the answers the cache makes itself
+// (cache.Route.WriteError).
+func writeCacheError(w http.ResponseWriter, r *http.Request, status int, service, msg string) {
+	_ = writeError(w, r, status, service, msg, 0)
+}
+
 // writeJSON writes v as a JSON answer with status.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	body, err := json.Marshal(v)

@@ -150,7 +150,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		sm := collectors.Service(sc.Name)
 		svc.OnRetry = sm.Retried
 		rt := &route{svc: svc, metrics: sm, stats: g.obs.stats.Service(sc.Name)}
-		rt.fetch = rt.forward
+		rt.cache = cache.Route{Service: sc.Name, BasePath: svc.BasePath(), Fetch: rt.forward, WriteError: writeCacheError}
 		rt.profiler = g.obs.profiler
 		if svc.Credential() != nil {
 			g.drops = append(g.drops, collectors.SetCredential(g.id+"/"+sc.Name, sc.Name, func() (int64, int64) {
@@ -347,9 +347,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	res := cache.ResultBypass
 	if g.cache != nil {
-		res, err = g.cache.Serve(ex, r, name, rt.fetch)
+		res, err = g.cache.Serve(ex, r, &rt.cache)
 	} else {
-		err = rt.forward(ex, r)
+		err = rt.forward(ex, r, ex)
 	}
 	var herr error
 	if err != nil {

@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +31,7 @@ var observerPool = caddy.NewUsagePool()
 // once at provision so the request path does no map or label lookups
 // beyond the service name.
 type route struct {
-	fetch   cache.Fetch // rt.forward, bound once: also used by background refreshes
+	cache   cache.Route // what the cache is handed for this service (Fetch: forward)
 	svc     *upstream.Service
 	metrics *metrics.ServiceMetrics
 	stats   *metrics.ServiceStats
@@ -101,10 +100,9 @@ type exchange struct {
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
 // forward sends a request to the service, timing the upstream exchange. It
-// is the cache's Fetch: on the client's request w leads (through the
-// cache's writer) to the request's exchange; on a background refresh there
-// is none.
-func (rt *route) forward(w http.ResponseWriter, r *http.Request) error {
+// is the cache's Fetch: client is the request's exchange, or nil on a
+// background refresh.
+func (rt *route) forward(w http.ResponseWriter, r *http.Request, client http.ResponseWriter) error {
 	m := rt.metrics
 	m.Inflight().Inc()
 	start := time.Now()
@@ -114,26 +112,11 @@ func (rt *route) forward(w http.ResponseWriter, r *http.Request) error {
 		d := time.Since(start)
 		m.Inflight().Dec()
 		m.ObserveUpstream(d)
-		if ex := findExchange(w); ex != nil {
+		if ex, ok := client.(*exchange); ok {
 			ex.upstream += d
 		}
 	}()
 	return rt.svc.Forward(w, r)
-}
-
-// findExchange walks a writer's Unwrap chain to the request's exchange.
-func findExchange(w http.ResponseWriter) *exchange {
-	for range 8 {
-		switch t := w.(type) {
-		case *exchange:
-			return t
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = t.Unwrap()
-		default:
-			return nil
-		}
-	}
-	return nil
 }
 
 // Header, Write, WriteHeader, Flush and Unwrap make exchange the
@@ -299,42 +282,3 @@ func recordError(rt *route, err error) {
 		rt.metrics.ObserveError(metrics.ErrorBadRequest)
 	}
 }
-
-// WriteError lets the cache make its own error answers (504 to only-if-cached) in the gateway's JSON
-// format, request id included (cache.ErrorWriter).
-func (ex *exchange) WriteError(r *http.Request, status int, service, msg string) {
-	_ = writeError(ex, r, status, service, msg, 0)
-}
-
-// UpstreamBasePath is the base path of the exchange's service (cache.UpstreamBaser): the cache strips
-// it from the Location / Content-Location of an unsafe method's answer to find the entries they name.
-// Only invalidations with such a header ask, so finding the gateway that owns the route is cheap
-// enough; a route whose gateway is already unloaded gets "" (no mapping).
-func (ex *exchange) UpstreamBasePath() string {
-	if ex.rt == nil {
-		return ""
-	}
-	name := ex.rt.svc.Name
-	base := ""
-	handlers.Range(func(_, val any) bool {
-		g := val.(*Gateway)
-		if g.routes[name] != ex.rt {
-			return true
-		}
-		for _, sc := range g.Services {
-			if sc.Name == name && len(sc.Upstreams) > 0 {
-				if u, err := upstream.ParseUpstream(sc.Upstreams[0]); err == nil {
-					base = strings.TrimSuffix(u.EscapedPath(), "/")
-				}
-			}
-		}
-		return false
-	})
-	return base
-}
-
-// Interface guards
-var (
-	_ cache.ErrorWriter   = (*exchange)(nil)
-	_ cache.UpstreamBaser = (*exchange)(nil)
-)

@@ -20,8 +20,9 @@ import (
 
 // Fetch forwards r upstream and writes the answer to w (streaming). It returns an error only when no
 // response could be obtained (e.g. a caddyhttp.HandlerError with 502/504); in that case it has written
-// nothing to w.
-type Fetch func(w http.ResponseWriter, r *http.Request) error
+// nothing to w. client is the writer Serve was given for the request this exchange serves, so that
+// the embedding server can account the exchange to it; it is nil for a background refresh.
+type Fetch func(w http.ResponseWriter, r *http.Request, client http.ResponseWriter) error
 
 // Runner runs background jobs (stale-while-revalidate refreshes) on a bounded worker pool; TrySubmit
 // returns false (dropping the job) when the queue is full — it never blocks.

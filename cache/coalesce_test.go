@@ -33,7 +33,7 @@ func TestCoalescing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			w := httptest.NewRecorder()
-			results[i], _ = c.Serve(w, httptest.NewRequest("GET", "/hot", nil), "svc", fetch)
+			results[i], _ = c.Serve(w, httptest.NewRequest("GET", "/hot", nil), &Route{Service: "svc", Fetch: fetch})
 			bodies[i] = w.Body.String()
 		}()
 	}
@@ -123,7 +123,7 @@ func TestCoalescingFollowerTimeout(t *testing.T) {
 	}
 	r := httptest.NewRequest("GET", "/slow", nil).WithContext(ctx)
 	w := httptest.NewRecorder()
-	_, err := c.Serve(w, r, "svc", fetch)
+	_, err := c.Serve(w, r, &Route{Service: "svc", Fetch: fetch})
 	if !errors.Is(err, context.Canceled) || w.Code != 200 || w.Body.Len() != 0 || len(w.Header()) != 0 {
 		t.Fatalf("follower: err %v, wrote %d %q %v", err, w.Code, w.Body.String(), w.Header())
 	}

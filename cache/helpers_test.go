@@ -73,7 +73,7 @@ func (o *origin) set(h http.HandlerFunc) { o.handler.Store(&h) }
 func (o *origin) fetch() Fetch {
 	u, _ := url.Parse(o.srv.URL)
 	tr := o.srv.Client().Transport
-	return func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request, _ http.ResponseWriter) error {
 		var perr error
 		p := &httputil.ReverseProxy{
 			Rewrite:      func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
@@ -112,7 +112,7 @@ func do(t testing.TB, c *Cache, fetch Fetch, method, target string, hdr ...strin
 		r.Header.Add(hdr[i], hdr[i+1])
 	}
 	w := httptest.NewRecorder()
-	res, err := c.Serve(w, r, "svc", fetch)
+	res, err := c.Serve(w, r, &Route{Service: "svc", Fetch: fetch})
 	return w, res, err
 }
 

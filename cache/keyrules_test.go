@@ -50,7 +50,7 @@ func TestKeyRulesQuery(t *testing.T) {
 	}
 	// Another service keeps the default key.
 	r := httptest.NewRequest("GET", "/p?utm_source=x", nil)
-	if res, _ := c.Serve(httptest.NewRecorder(), r, "other", o.fetch()); res != ResultMiss {
+	if res, _ := c.Serve(httptest.NewRecorder(), r, &Route{Service: "other", Fetch: o.fetch()}); res != ResultMiss {
 		t.Fatalf("other service: %v", res)
 	}
 	// A purge of the stored (normalised) URL removes it.

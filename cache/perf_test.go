@@ -11,7 +11,7 @@ import (
 // memFetch is an in-process upstream (no network) for the memory and speed tests.
 func memFetch(size int) Fetch {
 	body := make([]byte, size)
-	return func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request, _ http.ResponseWriter) error {
 		w.Header().Set("Cache-Control", "max-age=600")
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(size))
@@ -45,7 +45,7 @@ func TestMemoryBounded(t *testing.T) {
 	for i := range 10 * maxSize / (8 << 10) {
 		r := httptest.NewRequest("GET", "/item/"+strconv.Itoa(i), nil)
 		clear(w.h)
-		if _, err := c.Serve(w, r, "svc", fetch); err != nil {
+		if _, err := c.Serve(w, r, &Route{Service: "svc", Fetch: fetch}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -85,7 +85,7 @@ func primedHit(tb testing.TB) (*Cache, *http.Request, *benchWriter, Fetch) {
 	r := httptest.NewRequest("GET", "/users/42?fields=name", nil)
 	r.Header.Set("Accept", "application/json")
 	w := &benchWriter{h: make(http.Header)}
-	if res, err := c.Serve(w, r, "users", fetch); err != nil || res != ResultMiss {
+	if res, err := c.Serve(w, r, &Route{Service: "users", Fetch: fetch}); err != nil || res != ResultMiss {
 		tb.Fatalf("prime: %v %v", res, err)
 	}
 	return c, r, w, fetch
@@ -99,7 +99,7 @@ func TestHitAllocs(t *testing.T) {
 	c, r, w, fetch := primedHit(t)
 	allocs := testing.AllocsPerRun(200, func() {
 		clear(w.h)
-		if res, _ := c.Serve(w, r, "users", fetch); res != ResultHit {
+		if res, _ := c.Serve(w, r, &Route{Service: "users", Fetch: fetch}); res != ResultHit {
 			t.Fatalf("not a hit: %v", res)
 		}
 	})
@@ -113,7 +113,7 @@ func BenchmarkServeHit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(w.h)
-		if res, _ := c.Serve(w, r, "users", fetch); res != ResultHit {
+		if res, _ := c.Serve(w, r, &Route{Service: "users", Fetch: fetch}); res != ResultHit {
 			b.Fatalf("not a hit: %v", res)
 		}
 	}
@@ -127,7 +127,7 @@ func BenchmarkServeHitParallel(b *testing.B) {
 		w := &benchWriter{h: make(http.Header)}
 		for pb.Next() {
 			clear(w.h)
-			_, _ = c.Serve(w, r, "users", fetch)
+			_, _ = c.Serve(w, r, &Route{Service: "users", Fetch: fetch})
 		}
 	})
 }

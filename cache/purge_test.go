@@ -64,7 +64,7 @@ func TestPurge(t *testing.T) {
 		for _, svc := range []string{"users", "orders"} {
 			for _, p := range []string{"/v1/a", "/v1/b", "/v2/a"} {
 				w := httptest.NewRecorder()
-				if _, err := c.Serve(w, httptest.NewRequest("GET", p, nil), svc, o.fetch()); err != nil {
+				if _, err := c.Serve(w, httptest.NewRequest("GET", p, nil), &Route{Service: svc, Fetch: o.fetch()}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -113,9 +113,9 @@ func TestMaxItemSize(t *testing.T) {
 	})
 	c := newTestCache(t, nil, Options{MaxItemSize: 4096})
 	var maxHeld int
-	fetch := func(w http.ResponseWriter, r *http.Request) error {
+	fetch := func(w http.ResponseWriter, r *http.Request, _ http.ResponseWriter) error {
 		rec := w.(*recorder)
-		err := o.fetch()(probeWriter{rec, &maxHeld}, r)
+		err := o.fetch()(probeWriter{rec, &maxHeld}, r, nil)
 		return err
 	}
 	for range 2 {

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bytes"
-	"encoding/json"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -190,22 +189,9 @@ func writePartial(w http.ResponseWriter, e *Entry, rs []byteRange) {
 
 // rangeNotSatisfiable answers a Range that starts past the end of the stored entry: 416 with the
 // entry's length in Content-Range, and the server's JSON error body.
-func (c *Cache) rangeNotSatisfiable(w http.ResponseWriter, r *http.Request, e *Entry, cacheStatus string) {
+func (c *Cache) rangeNotSatisfiable(w http.ResponseWriter, r *http.Request, rt *Route, e *Entry, cacheStatus string) {
 	h := w.Header()
 	h["Content-Range"] = []string{"bytes */" + strconv.Itoa(len(e.Body))}
 	h["Cache-Status"] = []string{c.opts.Name + "; " + cacheStatus}
-	const msg = "range not satisfiable"
-	if ew, ok := w.(ErrorWriter); ok {
-		ew.WriteError(r, http.StatusRequestedRangeNotSatisfiable, e.Service, msg)
-		return
-	}
-	body, _ := json.Marshal(struct {
-		Error   string `json:"error"`
-		Service string `json:"service"`
-		Status  int    `json:"status"`
-	}{msg, e.Service, http.StatusRequestedRangeNotSatisfiable})
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
-	w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
-	_, _ = w.Write(append(body, '\n'))
+	rt.writeError(w, r, http.StatusRequestedRangeNotSatisfiable, "range not satisfiable")
 }

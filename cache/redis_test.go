@@ -391,7 +391,7 @@ func BenchmarkServeRedisHit(b *testing.B) {
 	r := httptest.NewRequest("GET", "/users/42?fields=name", nil)
 	r.Header.Set("Accept", "application/json")
 	w := &benchWriter{h: make(http.Header)}
-	if res, err := a.Serve(w, r, "users", fetch); err != nil || res != ResultMiss {
+	if res, err := a.Serve(w, r, &Route{Service: "users", Fetch: fetch}); err != nil || res != ResultMiss {
 		b.Fatalf("prime: %v %v", res, err)
 	}
 	waitWrites(b, a, 1)
@@ -399,7 +399,7 @@ func BenchmarkServeRedisHit(b *testing.B) {
 	for b.Loop() {
 		c.purgeLocal("", "")
 		clear(w.h)
-		if res, _ := c.Serve(w, r, "users", fetch); res != ResultHit {
+		if res, _ := c.Serve(w, r, &Route{Service: "users", Fetch: fetch}); res != ResultHit {
 			b.Fatalf("not a hit: %v", res)
 		}
 	}

@@ -257,7 +257,7 @@ func TestRequestWithBodyBypassesTheCache(t *testing.T) {
 					r.TransferEncoding = []string{"chunked"}
 				}
 				w := httptest.NewRecorder()
-				res, err := c.Serve(w, r, "svc", o.fetch())
+				res, err := c.Serve(w, r, &Route{Service: "svc", Fetch: o.fetch()})
 				if err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}

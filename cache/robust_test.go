@@ -55,7 +55,7 @@ func TestCoalescingLeaderLeaves(t *testing.T) {
 	ctx, hangUp := context.WithCancel(context.Background())
 	leaderDone := make(chan error, 1)
 	go func() {
-		_, err := c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx), "svc", fetch)
+		_, err := c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx), &Route{Service: "svc", Fetch: fetch})
 		leaderDone <- err
 	}()
 	for o.calls.Load() == 0 { // the leader's exchange is in the upstream
@@ -69,7 +69,7 @@ func TestCoalescingLeaderLeaves(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			recs[i] = httptest.NewRecorder()
-			results[i], _ = c.Serve(recs[i], httptest.NewRequest("GET", "/slow", nil), "svc", fetch)
+			results[i], _ = c.Serve(recs[i], httptest.NewRequest("GET", "/slow", nil), &Route{Service: "svc", Fetch: fetch})
 		}()
 	}
 	waiting.Wait()
@@ -119,7 +119,7 @@ func TestOrphanedExchangeEndsWhenUseless(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/stream", nil).WithContext(ctx), "svc", o.fetch())
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/stream", nil).WithContext(ctx), &Route{Service: "svc", Fetch: o.fetch()})
 	}()
 	for o.calls.Load() == 0 {
 		runtimeGosched()
@@ -162,7 +162,7 @@ func TestOrphanedExchangeEndsWithoutFollowers(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx), "svc", o.fetch())
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(ctx), &Route{Service: "svc", Fetch: o.fetch()})
 	}()
 	for o.calls.Load() == 0 {
 		runtimeGosched()
@@ -196,7 +196,7 @@ func TestOrphanedExchangeEndsWithLastFollower(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(leaderCtx), "svc", fetch)
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/slow", nil).WithContext(leaderCtx), &Route{Service: "svc", Fetch: fetch})
 	}()
 	for o.calls.Load() == 0 {
 		runtimeGosched()
@@ -204,7 +204,7 @@ func TestOrphanedExchangeEndsWithLastFollower(t *testing.T) {
 	var ferr error
 	go func() {
 		defer wg.Done()
-		_, ferr = c.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/slow", nil).WithContext(followerCtx), "svc", fetch)
+		_, ferr = c.Serve(httptest.NewRecorder(), httptest.NewRequest("GET", "/slow", nil).WithContext(followerCtx), &Route{Service: "svc", Fetch: fetch})
 	}()
 	<-following
 	leaderLeaves()
@@ -241,18 +241,18 @@ func TestLeaderGivesUpFollowersRetry(t *testing.T) {
 	fetch := o.fetch()
 	var first atomic.Bool
 	first.Store(true)
-	leaderFetch := func(w http.ResponseWriter, r *http.Request) error {
+	leaderFetch := func(w http.ResponseWriter, r *http.Request, _ http.ResponseWriter) error {
 		if first.Swap(false) {
 			r = r.Clone(r.Context())
 			r.URL.RawQuery = "first=1"
 		}
-		return fetch(w, r)
+		return fetch(w, r, nil)
 	}
 	ctx, hangUp := context.WithCancel(context.Background())
 	leader := make(chan struct{})
 	go func() {
 		defer close(leader)
-		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/k", nil).WithContext(ctx), "svc", leaderFetch)
+		_, _ = c.Serve(&goneWriter{}, httptest.NewRequest("GET", "/k", nil).WithContext(ctx), &Route{Service: "svc", Fetch: leaderFetch})
 	}()
 	for o.calls.Load() == 0 {
 		runtimeGosched()
@@ -442,7 +442,7 @@ func TestInterimHeadersDoNotLeak(t *testing.T) {
 	c := newTestCache(t, nil, Options{})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Front", "own") // a field of the gateway's own, sent with every answer
-		if _, err := c.Serve(w, r, "svc", o.fetch()); err != nil {
+		if _, err := c.Serve(w, r, &Route{Service: "svc", Fetch: o.fetch()}); err != nil {
 			w.WriteHeader(502)
 		}
 	}))
@@ -472,14 +472,6 @@ func TestInterimHeadersDoNotLeak(t *testing.T) {
 		}
 	}
 }
-
-// baseWriter is a ResponseWriter that knows its service's upstream base path.
-type baseWriter struct {
-	*httptest.ResponseRecorder
-	base string
-}
-
-func (b baseWriter) UpstreamBasePath() string { return b.base }
 
 // TestLocationThroughBasePath: Location / Content-Location are upstream paths, which carry the
 // service's upstream base path; the cache strips it to find the entries they name.
@@ -515,8 +507,8 @@ func TestLocationThroughBasePath(t *testing.T) {
 			for _, u := range urls {
 				do(t, c, o.fetch(), "GET", u)
 			}
-			w := baseWriter{httptest.NewRecorder(), tt.base}
-			if _, err := c.Serve(w, httptest.NewRequest("POST", "/create", nil), "svc", o.fetch()); err != nil || w.Code != 201 {
+			w := httptest.NewRecorder()
+			if _, err := c.Serve(w, httptest.NewRequest("POST", "/create", nil), &Route{Service: "svc", BasePath: tt.base, Fetch: o.fetch()}); err != nil || w.Code != 201 {
 				t.Fatalf("POST: %v %d", err, w.Code)
 			}
 			for _, u := range urls {
@@ -529,21 +521,8 @@ func TestLocationThroughBasePath(t *testing.T) {
 	}
 }
 
-// errorWriter is a ResponseWriter that formats errors itself (as the gateway does).
-type errorWriter struct {
-	*httptest.ResponseRecorder
-	calls int
-}
-
-func (e *errorWriter) WriteError(r *http.Request, status int, service, msg string) {
-	e.calls++
-	e.Header().Set("Content-Type", "application/json")
-	e.WriteHeader(status)
-	_, _ = e.Write([]byte(`{"from":"server"}`))
-}
-
-// TestOnlyIfCachedMissIsJSON: the cache's own 504 is the gateway's JSON error, through the server's
-// ErrorWriter when it has one.
+// TestOnlyIfCachedMissIsJSON: the cache's own 504 is the gateway's JSON error, through the route's
+// WriteError when it has one.
 func TestOnlyIfCachedMissIsJSON(t *testing.T) {
 	o := newOrigin(t, nil, respond(200, "x", "Cache-Control", "max-age=60"))
 	c := newTestCache(t, nil, Options{})
@@ -562,11 +541,18 @@ func TestOnlyIfCachedMissIsJSON(t *testing.T) {
 	if !strings.Contains(w.Header().Get("Cache-Status"), "only-if-cached") || o.calls.Load() != 0 {
 		t.Fatalf("Cache-Status %q, calls %d", w.Header().Get("Cache-Status"), o.calls.Load())
 	}
-	ew := &errorWriter{ResponseRecorder: httptest.NewRecorder()}
+	calls := 0
+	rt := &Route{Service: "svc", Fetch: o.fetch(), WriteError: func(w http.ResponseWriter, _ *http.Request, status int, service, _ string) {
+		calls++
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(`{"from":"` + service + `"}`))
+	}}
+	ew := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/none", nil)
 	r.Header.Set("Cache-Control", "only-if-cached")
-	if _, err := c.Serve(ew, r, "svc", o.fetch()); err != nil || ew.calls != 1 || ew.Code != 504 || ew.Body.String() != `{"from":"server"}` {
-		t.Fatalf("ErrorWriter: %v %d %d %q", err, ew.calls, ew.Code, ew.Body.String())
+	if _, err := c.Serve(ew, r, rt); err != nil || calls != 1 || ew.Code != 504 || ew.Body.String() != `{"from":"svc"}` {
+		t.Fatalf("WriteError: %v %d %d %q", err, calls, ew.Code, ew.Body.String())
 	}
 }
 
@@ -684,7 +670,7 @@ func TestPurgeEscapedPath(t *testing.T) {
 		for i := 0; i+1 < len(hdr); i += 2 {
 			r.Header.Add(hdr[i], hdr[i+1])
 		}
-		res, err := c.Serve(httptest.NewRecorder(), r, "svc", o.fetch())
+		res, err := c.Serve(httptest.NewRecorder(), r, &Route{Service: "svc", Fetch: o.fetch()})
 		if err != nil {
 			t.Fatalf("GET %s: %v", target, err)
 		}

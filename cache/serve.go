@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -18,13 +17,14 @@ import (
 // call carries one GET/HEAD request through the forward path.
 type call struct {
 	r       *http.Request
-	service string
+	rt      *Route
+	service string // rt.Service
 	auth    string
 	key     string // lookup key (coalescing key)
 	cand    *Entry // stored entry that could not be served as is (stale, or request forced), or nil
 	cc      directives
-	fwd     string // Cache-Status fwd parameter: miss, vary-miss, stale, request
-	fetch   Fetch
+	fwd     string              // Cache-Status fwd parameter: miss, vary-miss, stale, request
+	client  http.ResponseWriter // the writer Serve was given (Fetch's client); nil for a refresh
 	start   time.Time
 	lead    *lead // the flight leader's exchange state, or nil
 }
@@ -38,14 +38,15 @@ type call struct {
 // end gets an error wrapping the context's error. The request leading such a fetch does not end it by
 // leaving (see lead), and an answer whose fetch began before a purge or invalidation covering it is
 // returned to its requests but not stored.
-func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fetch Fetch) (Result, error) {
+func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result, error) {
+	service := rt.Service
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
 		c.bypass.Add(1)
-		return ResultBypass, fetch(w, r)
+		return ResultBypass, rt.Fetch(w, r, w)
 	default:
-		return c.serveUnsafe(w, r, service, fetch)
+		return c.serveUnsafe(w, r, rt)
 	}
 	h := r.Header
 	if hasBody(r) {
@@ -54,7 +55,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		// stored under the URL it would be served to the next plain GET (cache
 		// poisoning), while a stored answer would ignore the body. It takes no
 		// part in the cache: not served, stored, nor coalesced with others.
-		return c.passThrough(w, r, service, fetch, ReasonRequestBody)
+		return c.passThrough(w, r, rt, ReasonRequestBody)
 	}
 	cc := requestDirectives(h)
 	// A Range (and If-Range) GET may be answered from a stored 200 (range.go); anything else about
@@ -62,13 +63,13 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 	ranged := h["Range"] != nil || h["If-Range"] != nil
 	switch {
 	case c.closed.Load():
-		return c.passThrough(w, r, service, fetch, ReasonNone)
+		return c.passThrough(w, r, rt, ReasonNone)
 	case cc.NoStore:
-		return c.passThrough(w, r, service, fetch, ReasonRequestNoStore)
+		return c.passThrough(w, r, rt, ReasonRequestNoStore)
 	case ranged && r.Method != http.MethodGet:
-		return c.passThrough(w, r, service, fetch, ReasonRange)
+		return c.passThrough(w, r, rt, ReasonRange)
 	case h["If-Match"] != nil || h["If-Unmodified-Since"] != nil || h["Upgrade"] != nil:
-		return c.passThrough(w, r, service, fetch, ReasonPrecondition)
+		return c.passThrough(w, r, rt, ReasonPrecondition)
 	}
 	auth := credential(h)
 	kb := getKeyBuf()
@@ -92,26 +93,26 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 		case usable(e, &cc, age):
 			putKeyBuf(kb)
 			c.hits.Add(1)
-			c.writeEntry(w, r, e, age, hit)
+			c.writeEntry(w, r, rt, e, age, hit)
 			return ResultHit, nil
 		case staleAllowedByRequest(e, &cc, age):
 			putKeyBuf(kb)
 			c.stale.Add(1)
-			c.writeEntry(w, r, e, age, "hit")
+			c.writeEntry(w, r, rt, e, age, "hit")
 			return ResultStale, nil
 		case cc.OnlyIfCached:
 			putKeyBuf(kb)
-			return c.gatewayTimeout(w, r, service)
+			return c.gatewayTimeout(w, r, rt)
 		}
 	} else if cc.OnlyIfCached {
 		putKeyBuf(kb)
-		return c.gatewayTimeout(w, r, service)
+		return c.gatewayTimeout(w, r, rt)
 	}
 	if ranged {
 		putKeyBuf(kb)
-		return c.passThrough(w, r, service, fetch, ReasonRange)
+		return c.passThrough(w, r, rt, ReasonRange)
 	}
-	cl := call{r: r, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", fetch: fetch, start: now}
+	cl := call{r: r, rt: rt, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", client: w, start: now}
 	putKeyBuf(kb)
 	switch {
 	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.cc.NoCache && e.fresh(age):
@@ -123,7 +124,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, service string, fe
 			!e.noStale && e.swr > 0 && e.staleness(age) <= e.swr {
 			c.refreshInBackground(cl)
 			c.stale.Add(1)
-			c.writeEntry(w, r, e, age, "hit; fwd=stale")
+			c.writeEntry(w, r, rt, e, age, "hit; fwd=stale")
 			return ResultStale, nil
 		}
 	case varyMiss:
@@ -166,49 +167,26 @@ func (c *Cache) canStaleIfError(e *Entry, now time.Time) bool {
 
 // passThrough forwards a request the cache does not take part in; why, when set, is counted and
 // says why in Cache-Status.
-func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, service string, fetch Fetch, why Reason) (Result, error) {
+func (c *Cache) passThrough(w http.ResponseWriter, r *http.Request, rt *Route, why Reason) (Result, error) {
 	c.bypass.Add(1)
 	cs := c.opts.Name + "; fwd=bypass"
 	if why != ReasonNone {
-		c.explain(service, "", 0, why)
+		c.explain(rt.Service, "", 0, why)
 		cs += "; detail=" + why.String()
 	}
 	w.Header()["Cache-Status"] = []string{cs}
-	err := fetch(w, r)
+	err := rt.Fetch(w, r, w)
 	if err != nil {
 		delete(w.Header(), "Cache-Status")
 	}
 	return ResultBypass, err
 }
 
-// ErrorWriter is implemented by a ResponseWriter given to Serve that formats the embedding server's
-// own error answers. The cache uses it for the one answer it makes itself (504 to only-if-cached), so
-// that it looks like every other error of the server; without it the cache writes the gateway's JSON
-// shape ({"error", "service", "status"}) itself.
-type ErrorWriter interface {
-	WriteError(r *http.Request, status int, service, msg string)
-}
-
 // gatewayTimeout answers only-if-cached requests the cache cannot satisfy (RFC 9111 §5.2.1.7).
-func (c *Cache) gatewayTimeout(w http.ResponseWriter, r *http.Request, service string) (Result, error) {
+func (c *Cache) gatewayTimeout(w http.ResponseWriter, r *http.Request, rt *Route) (Result, error) {
 	c.misses.Add(1)
 	w.Header()["Cache-Status"] = []string{c.opts.Name + "; detail=only-if-cached"}
-	const msg = "not in cache (only-if-cached)"
-	if ew, ok := w.(ErrorWriter); ok {
-		ew.WriteError(r, http.StatusGatewayTimeout, service, msg)
-		return ResultMiss, nil
-	}
-	body, _ := json.Marshal(struct {
-		Error   string `json:"error"`
-		Service string `json:"service"`
-		Status  int    `json:"status"`
-	}{msg, service, http.StatusGatewayTimeout})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
-	w.WriteHeader(http.StatusGatewayTimeout)
-	_, _ = w.Write(append(body, '\n'))
+	rt.writeError(w, r, http.StatusGatewayTimeout, "not in cache (only-if-cached)")
 	return ResultMiss, nil
 }
 
@@ -249,7 +227,7 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 		if fl.err != nil {
 			if c.canStaleIfError(cl.cand, c.now()) {
 				c.stale.Add(1)
-				c.writeEntry(w, cl.r, cl.cand, cl.cand.age(c.now()), "fwd=stale; detail=stale-if-error")
+				c.writeEntry(w, cl.r, cl.rt, cl.cand, cl.cand.age(c.now()), "fwd=stale; detail=stale-if-error")
 				return ResultStale, nil
 			}
 			c.misses.Add(1)
@@ -258,7 +236,7 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 		if fl.stored {
 			if e, age := c.relookup(cl); e != nil && (usable(e, &cl.cc, age) || !e.RequestTime.Before(cl.start)) {
 				c.hits.Add(1)
-				c.writeEntry(w, cl.r, e, age, "fwd=miss; collapsed")
+				c.writeEntry(w, cl.r, cl.rt, e, age, "fwd=miss; collapsed")
 				return ResultCollapsed, nil
 			}
 		}
@@ -274,7 +252,7 @@ func (c *Cache) leadFlight(w http.ResponseWriter, cl call, fl *flight) (Result, 
 	if e, age := c.relookup(cl); e != nil && e != cl.cand && usable(e, &cl.cc, age) {
 		c.fl.finish(cl.key, fl, true, nil)
 		c.hits.Add(1)
-		c.writeEntry(w, cl.r, e, age, "hit")
+		c.writeEntry(w, cl.r, cl.rt, e, age, "hit")
 		return ResultHit, nil
 	}
 	l := c.newLead(cl.r, cl.key, fl)
@@ -440,7 +418,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		}
 		return b.String()
 	}
-	err := cl.fetch(rec, up)
+	err := cl.rt.Fetch(rec, up, cl.client)
 	respTime := c.now()
 	if err == nil && !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK) // the upstream answered with an empty 200
@@ -453,7 +431,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		}
 		if sie {
 			c.stale.Add(1)
-			c.writeEntry(w, r, cand, cand.age(respTime), "fwd=stale; detail=stale-if-error")
+			c.writeEntry(w, r, cl.rt, cand, cand.age(respTime), "fwd=stale; detail=stale-if-error")
 			return ResultStale, nil
 		}
 		c.misses.Add(1)
@@ -475,12 +453,12 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			stored, _ := c.storeResponse(r, ne, since)
 			c.fl.finish(cl.key, fl, stored, nil)
 			c.revalidated.Add(1)
-			c.writeEntry(w, r, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
+			c.writeEntry(w, r, cl.rt, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
 			return ResultRevalidated, nil
 		}
 		c.fl.finish(cl.key, fl, false, nil)
 		c.stale.Add(1)
-		c.writeEntry(w, r, cand, cand.age(respTime), "fwd=stale; fwd-status="+strconv.Itoa(rec.status)+"; detail=stale-if-error")
+		c.writeEntry(w, r, cl.rt, cand, cand.age(respTime), "fwd=stale; fwd-status="+strconv.Itoa(rec.status)+"; detail=stale-if-error")
 		return ResultStale, nil
 	}
 	stored := false
@@ -641,13 +619,13 @@ func pathOf(r *http.Request) string {
 // writeEntry sends a stored entry: its header (value slices shared with the entry, never mutated),
 // Age and Cache-Status, then the body once from the stored slice (none for HEAD). A matching
 // If-None-Match / If-Modified-Since gets a 304 instead.
-func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, age time.Duration, status string) {
+func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, rt *Route, e *Entry, age time.Duration, status string) {
 	h := w.Header()
 	notMod := notModified(r, e)
 	rv, ranges := rangeIgnore, []byteRange(nil)
 	if !notMod && r.Header["Range"] != nil {
 		if rv, ranges = selectRange(r, e); rv == rangeUnsatisfiable {
-			c.rangeNotSatisfiable(w, r, e, status)
+			c.rangeNotSatisfiable(w, r, rt, e, status)
 			return
 		}
 	}
@@ -706,7 +684,7 @@ func (c *Cache) refreshInBackground(cl call) {
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 		bg := cl
-		bg.r = dr
+		bg.r, bg.client = dr, nil // the client's request has its answer: nothing to account to it
 		if _, err := c.fetchOnce(&discardWriter{}, bg, fl); err != nil {
 			c.log.Debug("background refresh failed", zap.String("service", cl.service),
 				zap.String("path", dr.URL.Path), zap.Error(err))
@@ -730,39 +708,15 @@ func (c *Cache) detach(r *http.Request) (*http.Request, context.CancelFunc) {
 // serveUnsafe forwards a request with an unsafe (or unknown) method and, once its answer turns out
 // to be a non-error, invalidates what the cache holds for the URL (RFC 9111 §4.4) before the status
 // reaches the client.
-func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request, service string, fetch Fetch) (Result, error) {
+func (c *Cache) serveUnsafe(w http.ResponseWriter, r *http.Request, rt *Route) (Result, error) {
 	c.bypass.Add(1)
 	sw := &statusWriter{ResponseWriter: w}
 	sw.onStatus = func(status int) {
 		if status >= 200 && status < 400 {
-			c.invalidate(r, service, w.Header(), upstreamBasePath(w))
+			c.invalidate(r, rt.Service, w.Header(), rt.BasePath)
 		}
 	}
-	return ResultBypass, fetch(sw, r)
-}
-
-// UpstreamBaser is implemented by a ResponseWriter given to Serve (or one it unwraps to) when the
-// service's upstream URLs have a base path that Fetch puts in front of the request path. Entries are
-// keyed by the path without it, while an upstream's Location / Content-Location carries it: the cache
-// strips it to find the entries those name.
-type UpstreamBaser interface {
-	// UpstreamBasePath is the base path, escaped, without a trailing slash ("" for none).
-	UpstreamBasePath() string
-}
-
-// upstreamBasePath asks w (or what it unwraps to) for the service's upstream base path.
-func upstreamBasePath(w http.ResponseWriter) string {
-	for range 8 {
-		switch t := w.(type) {
-		case UpstreamBaser:
-			return t.UpstreamBasePath()
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = t.Unwrap()
-		default:
-			return ""
-		}
-	}
-	return ""
+	return ResultBypass, rt.Fetch(sw, r, w)
 }
 
 // invalidate removes the entries for r's URL and for same-service Location and Content-Location

@@ -268,6 +268,10 @@ func (s *Service) Cleanup() error {
 	return errors.Join(errs...)
 }
 
+// BasePath is the path the service's upstream URLs put in front of the
+// request path, escaped and without a trailing slash ("" for none).
+func (s *Service) BasePath() string { return s.basePath }
+
 // Credential reports the state of the service's credential for the admin
 // API (kind, ok/refreshing/failing, expiry), or nil when the service
 // forwards the client's own Authorization. Never the token itself.
