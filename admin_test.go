@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 func TestAdminRoutesAnswerJSON(t *testing.T) {
@@ -148,7 +150,7 @@ func TestMetricsScrapeMatchesTraffic(t *testing.T) {
 		t.Errorf("cache bytes %v", m[`caddy_gateway_cache_bytes`])
 	}
 	target := fmt.Sprintf(`caddy_gateway_upstream_healthy{service="users",target="%s"}`, strings.TrimPrefix(up.URL, "http://"))
-	eventually(t, target+" = 1", func() bool { return scrape(t, in)[target] == 1 })
+	testutil.Eventually(t, target+" = 1", func() bool { return scrape(t, in)[target] == 1 })
 	if _, ok := m[`caddy_gateway_queued{service="users"}`]; !ok {
 		t.Error("no queued gauge")
 	}

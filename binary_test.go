@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // These tests run the real `caddy` command built from ./cmd/caddy, as a
@@ -83,7 +85,7 @@ func runCaddy(t *testing.T, globals, gatewayBlock string) *process {
 		_ = cmd.Process.Kill()
 		<-p.exited
 	})
-	eventually(t, "caddy admin and site up", func() bool {
+	testutil.Eventually(t, "caddy admin and site up", func() bool {
 		for _, u := range []string{p.admin + "/gateway/health", p.base + "/api"} {
 			resp, err := http.Get(u)
 			if err != nil {
@@ -160,7 +162,7 @@ func TestSIGINTDrainsInFlightRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	// the server stops accepting while the slow request is still in flight
-	eventually(t, "listener closed", func() bool {
+	testutil.Eventually(t, "listener closed", func() bool {
 		resp, err := http.Get(base + "/api/users/after")
 		if resp != nil {
 			resp.Body.Close()

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // Faults: what the gateway does when an upstream (or the client) misbehaves.
@@ -491,7 +493,7 @@ func TestFaultSlowClientLargeResponse(t *testing.T) {
 	if grown := int64(peak) - int64(before.HeapInuse); grown > 12<<20 {
 		t.Errorf("heap grew by %d MiB while streaming a %d MiB answer", grown>>20, size>>20)
 	}
-	eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= goroutines })
+	testutil.Eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= goroutines })
 	waitPoolsIdle(t, in, "big")
 	if resp, _ := in.get("/api/big/file"); strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
 		t.Error("an answer over max_item_size was served from the cache")

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // tokenServer is a real loopback OAuth2 token endpoint (client credentials)
@@ -148,7 +150,7 @@ func TestOAuth2ClientCredentials(t *testing.T) {
 
 	// recovery when the endpoint returns (after the backoff)
 	ts.failing.Store(false)
-	eventually(t, "recovery after the token endpoint returns", func() bool {
+	testutil.Eventually(t, "recovery after the token endpoint returns", func() bool {
 		resp, _ := in.get("/api/billing/invoices")
 		return resp.StatusCode == 200
 	})

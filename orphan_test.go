@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // orphanGateway starts a gateway whose service "slow" admits one request at a time (max_conns 1, no
@@ -64,7 +66,7 @@ func TestOrphanedLeaderFreesItsSlot(t *testing.T) {
 	ctx, giveUp := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { _, _, err := getCtx(in, ctx, "/api/slow/slow"); errc <- err }()
-	eventually(t, "the slow request holds the slot", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 1 })
+	testutil.Eventually(t, "the slow request holds the slot", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 1 })
 	giveUp()
 	if err := <-errc; err == nil {
 		t.Fatal("the client's request succeeded after it gave up")
@@ -74,7 +76,7 @@ func TestOrphanedLeaderFreesItsSlot(t *testing.T) {
 	case <-time.After(3 * time.Second): // the upstream answers by itself after 4 s
 		t.Fatal("the orphaned exchange went on: the upstream request was not cancelled")
 	}
-	eventually(t, "the slot is free", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 0 })
+	testutil.Eventually(t, "the slot is free", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 0 })
 	resp, body := in.get("/api/slow/other")
 	if resp.StatusCode != http.StatusOK || string(body) != "answer of /other" {
 		t.Fatalf("next request: %d %s", resp.StatusCode, body)
@@ -89,7 +91,7 @@ func TestOrphanedLeaderGoesOnForFollowers(t *testing.T) {
 	ctx, giveUp := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { _, _, err := getCtx(in, ctx, "/api/slow/slow"); errc <- err }()
-	eventually(t, "the slow request holds the slot", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 1 })
+	testutil.Eventually(t, "the slow request holds the slot", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 1 })
 	type result struct {
 		code int
 		body string
@@ -100,13 +102,13 @@ func TestOrphanedLeaderGoesOnForFollowers(t *testing.T) {
 		code, body, err := getCtx(in, context.Background(), "/api/slow/slow")
 		follower <- result{code, body, err}
 	}()
-	eventually(t, "a follower waits on the flight", func() bool {
+	testutil.Eventually(t, "a follower waits on the flight", func() bool {
 		_, b := in.adminDo("GET", "/gateway/stats")
 		return strings.Contains(string(b), `"coalesced":1`)
 	})
 	giveUp()
 	<-errc
-	eventually(t, "the gateway sees the leader's client leave", func() bool {
+	testutil.Eventually(t, "the gateway sees the leader's client leave", func() bool {
 		return strings.Contains(in.logs(), "the exchange goes on for its followers")
 	})
 	if f, _ := poolsOf(t, in, "slow"); f != 1 {
@@ -125,5 +127,5 @@ func TestOrphanedLeaderGoesOnForFollowers(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("upstream saw %d requests for /slow, want 1", n)
 	}
-	eventually(t, "the slot is free", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 0 })
+	testutil.Eventually(t, "the slot is free", func() bool { f, _ := poolsOf(t, in, "slow"); return f == 0 })
 }

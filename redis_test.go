@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // get sends a GET with the Host a load balancer in front of both instances
@@ -52,7 +53,7 @@ func TestTwoInstancesShareARedisTier(t *testing.T) {
 	resp, _ := a.get(t, "/api/users/shared")
 	mustContain(t, resp.Header.Get("Cache-Status"), "stored")
 	// writes to Redis are asynchronous: wait until instance a reports it
-	eventually(t, "entry written to redis", func() bool {
+	testutil.Eventually(t, "entry written to redis", func() bool {
 		resp, err := http.Get(a.admin + "/gateway/stats")
 		if err != nil {
 			return false
@@ -74,7 +75,7 @@ func TestTwoInstancesShareARedisTier(t *testing.T) {
 		t.Fatalf("purge: %v %v", err, pr)
 	}
 	pr.Body.Close()
-	eventually(t, "purge reaches instance b", func() bool {
+	testutil.Eventually(t, "purge reaches instance b", func() bool {
 		resp, _ := b.get(t, "/api/users/shared")
 		return !strings.Contains(resp.Header.Get("Cache-Status"), "hit")
 	})
@@ -106,14 +107,14 @@ func TestTwoInstancesShareARedisTier(t *testing.T) {
 	}
 	waitDone := func(k int64) {
 		for n := done.Load() + k; done.Load() < n; {
-			eventually(t, "load progressing", func() bool { return done.Load() >= n })
+			testutil.Eventually(t, "load progressing", func() bool { return done.Load() >= n })
 		}
 	}
 	waitDone(100)
 	rs.Kill()
 	waitDone(200)
 	rs.Restart()
-	eventually(t, "redis tier back up on both", func() bool {
+	testutil.Eventually(t, "redis tier back up on both", func() bool {
 		for _, p := range []*process{a, b} {
 			resp, err := http.Get(p.admin + "/gateway/health")
 			if err != nil {

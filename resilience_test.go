@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // poolsOf reads /gateway/pools for one service.
@@ -59,18 +61,6 @@ func targetState(t *testing.T, in *instance, service, addr string) (ts struct {
 	}
 	t.Fatalf("target %s of %s not listed: %s", addr, service, body)
 	return ts
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 func TestRetriesIdempotentRequestsOnly(t *testing.T) {
@@ -155,9 +145,9 @@ func TestAdmissionQueueShedsWith503AndRetryAfter(t *testing.T) {
 		results <- resp.StatusCode
 	}
 	go send()
-	eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
+	testutil.Eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
 	go send()
-	eventually(t, "one request queued", func() bool { _, q := poolsOf(t, in, "users"); return q == 1 })
+	testutil.Eventually(t, "one request queued", func() bool { _, q := poolsOf(t, in, "users"); return q == 1 })
 
 	start := time.Now()
 	resp, body := in.get("/api/users/x")
@@ -179,7 +169,7 @@ func TestAdmissionQueueShedsWith503AndRetryAfter(t *testing.T) {
 			t.Errorf("admitted request answered %d", code)
 		}
 	}
-	eventually(t, "pool drained", func() bool { f, q := poolsOf(t, in, "users"); return f == 0 && q == 0 })
+	testutil.Eventually(t, "pool drained", func() bool { f, q := poolsOf(t, in, "users"); return f == 0 && q == 0 })
 }
 
 func TestQueueTimeoutAnswers503(t *testing.T) {
@@ -204,7 +194,7 @@ func TestQueueTimeoutAnswers503(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
+	testutil.Eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
 	resp, body := in.get("/api/users/x")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("queue timeout: status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
@@ -233,9 +223,9 @@ func TestActiveHealthCheckTakesFailingTargetOutAndBack(t *testing.T) {
 	}`, good.URL, bad.URL))
 	badAddr := strings.TrimPrefix(bad.URL, "http://")
 	targetHealthy := func() bool { return targetState(t, in, "users", badAddr).Healthy }
-	eventually(t, "both targets healthy", targetHealthy)
+	testutil.Eventually(t, "both targets healthy", targetHealthy)
 	sick.Store(true)
-	eventually(t, "failing target shown unhealthy", func() bool { return !targetHealthy() })
+	testutil.Eventually(t, "failing target shown unhealthy", func() bool { return !targetHealthy() })
 	before := sickHits.Load()
 	for range 20 {
 		if resp, _ := in.get("/api/users/x"); resp.StatusCode != 200 {
@@ -246,7 +236,7 @@ func TestActiveHealthCheckTakesFailingTargetOutAndBack(t *testing.T) {
 		t.Errorf("unhealthy target got %d requests", n)
 	}
 	sick.Store(false)
-	eventually(t, "target back in rotation", targetHealthy)
+	testutil.Eventually(t, "target back in rotation", targetHealthy)
 }
 
 func TestAllTargetsDownAnswers503NamingTheService(t *testing.T) {
@@ -259,13 +249,13 @@ func TestAllTargetsDownAnswers503NamingTheService(t *testing.T) {
 		}
 		health_path /ready
 	}`, bad.URL))
-	eventually(t, "public health 503", func() bool {
+	testutil.Eventually(t, "public health 503", func() bool {
 		resp, body := in.get("/ready")
 		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), `"users"`)
 	})
 	var resp *http.Response
 	var body []byte
-	eventually(t, "503 from the gateway", func() bool {
+	testutil.Eventually(t, "503 from the gateway", func() bool {
 		resp, body = in.get("/api/users/x")
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
@@ -331,7 +321,7 @@ func TestMinIdleOpensWarmConnections(t *testing.T) {
 			min_idle 3
 		}
 	}`, up.URL))
-	eventually(t, "3 idle connections without any client request", func() bool {
+	testutil.Eventually(t, "3 idle connections without any client request", func() bool {
 		_, body := in.adminDo("GET", "/gateway/pools")
 		return strings.Contains(string(body), `"open":3`) && strings.Contains(string(body), `"idle":3`)
 	})
@@ -366,7 +356,7 @@ func TestAdmissionLimitSurvivesReload(t *testing.T) {
 		resp.Body.Close()
 		held <- resp.StatusCode
 	}()
-	eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
+	testutil.Eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
 	in.load(block)
 	if f, _ := poolsOf(t, in, "users"); f != 1 {
 		t.Errorf("after reload: in_flight %d, want the old request's 1", f)
@@ -410,7 +400,7 @@ func TestBreakerHalfOpenSendsOneProbe(t *testing.T) {
 	if n := badHits.Load(); n != 2 || breakerState() != "open" {
 		t.Fatalf("after 2 failures: %d hits, breaker %q", n, breakerState())
 	}
-	eventually(t, "half-open after the cool-down", func() bool { return breakerState() == "half-open" })
+	testutil.Eventually(t, "half-open after the cool-down", func() bool { return breakerState() == "half-open" })
 	for range 10 { // one of these is the probe; it fails
 		in.get("/api/users/x")
 	}
@@ -421,7 +411,7 @@ func TestBreakerHalfOpenSendsOneProbe(t *testing.T) {
 		t.Errorf("after a failed probe: breaker %q, want open", s)
 	}
 	sick.Store(false)
-	eventually(t, "half-open again", func() bool { return breakerState() == "half-open" })
+	testutil.Eventually(t, "half-open again", func() bool { return breakerState() == "half-open" })
 	in.get("/api/users/x") // the probe goes first to the half-open target, and succeeds
 	if s := breakerState(); s != "closed" {
 		t.Fatalf("after a good probe: breaker %q, want closed", s)

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // cacheStats reads the default gateway's cache counters from the admin API.
@@ -64,7 +66,7 @@ func TestCoalescedLeaderHangsUp(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	eventually(t, "the leader's upstream request", func() bool { return calls.Load() == 1 })
+	testutil.Eventually(t, "the leader's upstream request", func() bool { return calls.Load() == 1 })
 
 	var wg sync.WaitGroup
 	codes := make([]int, n)
@@ -83,7 +85,7 @@ func TestCoalescedLeaderHangsUp(t *testing.T) {
 			codes[i], bodies[i] = resp.StatusCode, string(b)
 		}()
 	}
-	eventually(t, "every waiter to join the flight", func() bool { return cacheStats(t, in)["coalesced"].(float64) >= n })
+	testutil.Eventually(t, "every waiter to join the flight", func() bool { return cacheStats(t, in)["coalesced"].(float64) >= n })
 	hangUp()
 	<-leaderDone
 	// Proving that nothing happens takes a window: the server notices the hang-up within

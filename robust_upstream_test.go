@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // Robustness of the exchange itself: a client that stalls its request body,
@@ -113,7 +115,7 @@ func TestRobustStalledRequestBodyEndsWithTimeout(t *testing.T) {
 				}
 			}
 			if tc.wantKind != "" { // recorded once the answer is written
-				eventually(t, tc.wantKind+" error counted", func() bool {
+				testutil.Eventually(t, tc.wantKind+" error counted", func() bool {
 					return errorsOf(tc.service)[tc.wantKind] > before[tc.wantKind]
 				})
 			}

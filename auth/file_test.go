@@ -9,15 +9,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
-func newTestFile(t *testing.T, path string, check time.Duration, clk *fakeClock, obs *observed) Source {
+func newTestFile(t *testing.T, path string, check time.Duration, clk *testutil.Clock, obs *observed) Source {
 	t.Helper()
 	o := newObserved()
 	if obs != nil {
 		o = *obs
 	}
-	s, err := newFile(path, check, o.logger, clk.now)
+	s, err := newFile(path, check, o.logger, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestFileRotation(t *testing.T) {
 				if got := mustToken(t, s); got != prev {
 					t.Fatalf("rotation %d seen before the check interval: %q", i, got)
 				}
-				clk.advance(time.Second)
+				clk.Advance(time.Second)
 				want := strings.TrimRight(content, "\r\n")
 				if got := mustToken(t, s); got != want {
 					t.Fatalf("rotation %d: got %q, want %q", i, got, want)
@@ -135,7 +137,7 @@ func TestFileKeepsLastGoodContent(t *testing.T) {
 	}
 	for _, step := range steps {
 		step.do()
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		if got := mustToken(t, s); got != step.want {
 			t.Fatalf("%s: token %q, want %q", step.name, got, step.want)
 		}
@@ -231,7 +233,7 @@ func TestFileRealTimeRotation(t *testing.T) {
 		})
 	}
 	replaceFile(t, path, "after\n")
-	eventually(t, "the rotated token", func() bool { return mustToken(t, s) == "after" })
+	testutil.Eventually(t, "the rotated token", func() bool { return mustToken(t, s) == "after" })
 	close(stop)
 	wg.Wait()
 }

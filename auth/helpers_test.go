@@ -14,32 +14,17 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testutil.VerifyMain(m) }
 
-// fakeClock drives expiry, refresh-ahead and backoff without sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newFakeClock drives expiry, refresh-ahead and backoff without sleeping.
+func newFakeClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // Client authentication modes of the token server.
@@ -191,18 +176,6 @@ func (ts *tokenServer) block() (release func()) {
 	}
 }
 
-// eventually polls cond: synchronisation on observable state, not sleeps.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // observed is a debug-level logger whose every entry can be searched.
 type observed struct {
 	logger *zap.Logger
@@ -223,11 +196,11 @@ func (o observed) text() string {
 	return b.String()
 }
 
-func newTestOAuth2(t *testing.T, cfg OAuth2Config, logger *zap.Logger, clk *fakeClock) *oauth2Source {
+func newTestOAuth2(t *testing.T, cfg OAuth2Config, logger *zap.Logger, clk *testutil.Clock) *oauth2Source {
 	t.Helper()
 	now := time.Now
 	if clk != nil {
-		now = clk.now
+		now = clk.Now
 	}
 	if logger == nil {
 		logger = zap.NewNop()

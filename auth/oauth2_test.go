@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 const testSecret = "s3cr3t-Value-XYZ"
@@ -135,7 +137,7 @@ func TestOAuth2ConcurrentCallersShareOneFetch(t *testing.T) {
 	for i := range n {
 		wg.Go(func() { toks[i], errs[i] = s.Token(context.Background()) })
 	}
-	eventually(t, "the first token request", func() bool { return ts.requests.Load() == 1 })
+	testutil.Eventually(t, "the first token request", func() bool { return ts.requests.Load() == 1 })
 	if st := s.State().State; st != StateRefreshing {
 		t.Errorf("state while fetching = %q", st)
 	}
@@ -169,7 +171,7 @@ func TestOAuth2RefreshAheadWithoutWaiting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(79 * time.Second) // before 80%: nothing happens
+	clk.Advance(79 * time.Second) // before 80%: nothing happens
 	if tok, _ := s.Token(ctx); tok != t1 || ts.requests.Load() != 1 {
 		t.Fatalf("before 80%%: %q, %d requests", tok, ts.requests.Load())
 	}
@@ -178,18 +180,18 @@ func TestOAuth2RefreshAheadWithoutWaiting(t *testing.T) {
 	// at once, and only one refresh is started however many call.
 	release := ts.block()
 	defer release()
-	clk.advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	for range 20 {
 		if tok, err := s.Token(ctx); tok != t1 || err != nil {
 			t.Fatalf("during refresh: %q, %v", tok, err)
 		}
 	}
-	eventually(t, "the refresh request", func() bool { return ts.requests.Load() == 2 })
+	testutil.Eventually(t, "the refresh request", func() bool { return ts.requests.Load() == 2 })
 	if st := s.State(); st.State != StateRefreshing || st.ExpiresInSeconds == nil || *st.ExpiresInSeconds != 9 {
 		t.Fatalf("state during refresh = %+v", st) // stale at 90s, now 81s
 	}
 	release()
-	eventually(t, "the refreshed token", func() bool { return s.State().Fetches == 2 })
+	testutil.Eventually(t, "the refreshed token", func() bool { return s.State().Fetches == 2 })
 	t2, err := s.Token(ctx)
 	if err != nil || t2 == t1 || !ts.valid(t2) {
 		t.Fatalf("after refresh: %q, %v", t2, err)
@@ -350,14 +352,14 @@ func TestOAuth2InvalidateLoopGuard(t *testing.T) {
 	if n := ts.issuances.Load(); n != 1+freeRejects {
 		t.Fatalf("issuances = %d, want %d", n, 1+freeRejects)
 	}
-	clk.advance(rejectCooldown)
+	clk.Advance(rejectCooldown)
 	s.Invalidate("always-the-same")
 	_, _ = s.Token(context.Background())
 	if n := ts.issuances.Load(); n != 2+freeRejects {
 		t.Fatalf("after the cooldown: issuances = %d, want %d", n, 2+freeRejects)
 	}
 	// a token that lived long is always replaced on the first rejection
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	s.Invalidate("always-the-same")
 	_, _ = s.Token(context.Background())
 	if n := ts.issuances.Load(); n != 3+freeRejects {
@@ -480,7 +482,7 @@ func TestOAuth2BackoffAndRecovery(t *testing.T) {
 		last = retry
 		_, err = s.Token(ctx)
 		asError(t, err, http.StatusServiceUnavailable)
-		clk.advance(time.Duration(retry) * time.Second)
+		clk.Advance(time.Duration(retry) * time.Second)
 	}
 	if last < 30 {
 		t.Fatalf("backoff after 10 failures is %ds", last)
@@ -509,11 +511,11 @@ func TestOAuth2ServesCachedTokenWhileEndpointFails(t *testing.T) {
 	t1, _ := s.Token(ctx)
 
 	ts.set(func(ts *tokenServer) { ts.fail = 500 })
-	clk.advance(85 * time.Second)
+	clk.Advance(85 * time.Second)
 	if tok, err := s.Token(ctx); tok != t1 || err != nil {
 		t.Fatalf("%q, %v", tok, err)
 	}
-	eventually(t, "the failed refresh", func() bool { return s.State().Failures == 1 })
+	testutil.Eventually(t, "the failed refresh", func() bool { return s.State().Failures == 1 })
 	st := s.State()
 	if st.State != StateFailing || st.ExpiresInSeconds == nil || *st.ExpiresInSeconds != 5 {
 		t.Fatalf("state = %+v", st)
@@ -522,14 +524,14 @@ func TestOAuth2ServesCachedTokenWhileEndpointFails(t *testing.T) {
 		t.Fatalf("%q, %v", tok, err)
 	}
 
-	clk.advance(6 * time.Second) // past usability, past the first backoff
+	clk.Advance(6 * time.Second) // past usability, past the first backoff
 	_, err := s.Token(ctx)
 	asError(t, err, http.StatusBadGateway)
 	_, err = s.Token(ctx)
 	asError(t, err, http.StatusServiceUnavailable)
 
 	ts.set(func(ts *tokenServer) { ts.fail = 0 })
-	clk.advance(backoffCap)
+	clk.Advance(backoffCap)
 	if tok, err := s.Token(ctx); err != nil || tok == t1 {
 		t.Fatalf("after recovery: %q, %v", tok, err)
 	}
@@ -561,7 +563,7 @@ func TestOAuth2CallerContext(t *testing.T) {
 			defer cancel()
 			errc := make(chan error)
 			go func() { _, err := s.Token(ctx); errc <- err }()
-			eventually(t, "the token request", func() bool { return ts.requests.Load() == 1 })
+			testutil.Eventually(t, "the token request", func() bool { return ts.requests.Load() == 1 })
 			if tt.target == context.Canceled {
 				cancel()
 			}
@@ -589,7 +591,7 @@ func TestOAuth2Close(t *testing.T) {
 	defer release()
 	errc := make(chan error)
 	go func() { _, err := s.Token(ctx); errc <- err }()
-	eventually(t, "the token request", func() bool { return ts.requests.Load() == 1 })
+	testutil.Eventually(t, "the token request", func() bool { return ts.requests.Load() == 1 })
 	s.Close()
 	asError(t, <-errc, http.StatusBadGateway)
 	s.Close() // idempotent
@@ -642,7 +644,7 @@ func TestOAuth2FetchPanicIsRecovered(t *testing.T) {
 	s.mu.Lock() // the failed fetch is over
 	s.client.Transport = good
 	s.mu.Unlock()
-	clk.advance(backoffCap)
+	clk.Advance(backoffCap)
 	if _, err := s.Token(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 func TestErrorText(t *testing.T) {
@@ -84,17 +86,17 @@ func TestSecretsNeverLeak(t *testing.T) {
 	s := newTestOAuth2(t, cfg, obs.logger, clk)
 	for _, step := range []func(){
 		func() {},
-		func() { clk.advance(85 * time.Second) }, // refresh ahead
-		func() { ts.set(func(ts *tokenServer) { ts.fail = 500 }); clk.advance(time.Hour) },
+		func() { clk.Advance(85 * time.Second) }, // refresh ahead
+		func() { ts.set(func(ts *tokenServer) { ts.fail = 500 }); clk.Advance(time.Hour) },
 		func() {}, // backing off
-		func() { ts.set(func(ts *tokenServer) { ts.fail = 0; ts.secret = "other" }); clk.advance(time.Hour) },
-		func() { ts.set(func(ts *tokenServer) { ts.secret = testSecret }); clk.advance(time.Hour) },
+		func() { ts.set(func(ts *tokenServer) { ts.fail = 0; ts.secret = "other" }); clk.Advance(time.Hour) },
+		func() { ts.set(func(ts *tokenServer) { ts.secret = testSecret }); clk.Advance(time.Hour) },
 		func() { tok, _ := s.Token(ctx); s.Invalidate(tok) },
 	} {
 		step()
 		_, err := s.Token(ctx)
 		record(s, err)
-		eventually(t, "no fetch in flight", func() bool { return s.State().State != StateRefreshing })
+		testutil.Eventually(t, "no fetch in flight", func() bool { return s.State().State != StateRefreshing })
 		record(s, nil)
 	}
 
@@ -107,7 +109,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	record(s2, err)
 	replaceFile(t, secretPath, "file-secret-2\n")
 	ts2.set(func(ts *tokenServer) { ts.fail = 503 })
-	clk.advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	_, err = s2.Token(ctx)
 	record(s2, err)
 
@@ -116,11 +118,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 	writeFile(t, tokPath, "file-token-1")
 	f := newTestFile(t, tokPath, time.Second, clk, &obs)
 	replaceFile(t, tokPath, "file-token-2")
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	_, err = f.Token(ctx)
 	record(f, err)
 	writeFile(t, tokPath, "")
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	_, err = f.Token(ctx)
 	record(f, err)
 

@@ -12,33 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	// go-redis probes a server that refused PoolSize dials from a goroutine that notices the pool's
-	// Close only after its 1 s sleep.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
-}
+func TestMain(m *testing.M) { testutil.VerifyMain(m) }
 
-// clock is a fake clock for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newClock is a fake clock for Options.Now.
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // origin is a real upstream (httptest.Server) whose handler is swappable and whose calls are counted.
@@ -51,7 +32,7 @@ type origin struct {
 
 // newOrigin starts an upstream answering with h; every answer gets a Date from clk (so ages follow
 // the fake clock) unless h sets one.
-func newOrigin(t testing.TB, clk *clock, h http.HandlerFunc) *origin {
+func newOrigin(t testing.TB, clk *testutil.Clock, h http.HandlerFunc) *origin {
 	o := &origin{}
 	o.set(h)
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +72,7 @@ func (o *origin) fetch() Fetch {
 var errBadGateway = errors.New("bad gateway")
 
 // newTestCache builds a cache with the fake clock and closes it at the end of the test.
-func newTestCache(t testing.TB, clk *clock, opts Options) *Cache {
+func newTestCache(t testing.TB, clk *testutil.Clock, opts Options) *Cache {
 	t.Helper()
 	if clk != nil {
 		opts.Now = clk.Now

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // redisServer is the shared test helper's real redis-server.
@@ -36,7 +37,7 @@ func (s *redisServer) client(t testing.TB) *redis.Client {
 }
 
 // newRedisCache builds a cache with a Redis tier on s.
-func newRedisCache(t testing.TB, clk *clock, s *redisServer, opts Options) *Cache {
+func newRedisCache(t testing.TB, clk *testutil.Clock, s *redisServer, opts Options) *Cache {
 	t.Helper()
 	ro := RedisOptions{URL: s.url(), KeyPrefix: "t", BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
 	if opts.Redis != nil {
@@ -50,21 +51,9 @@ func newRedisCache(t testing.TB, clk *clock, s *redisServer, opts Options) *Cach
 	return c
 }
 
-// waitFor polls cond until it holds (10 s at most).
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func waitWrites(t testing.TB, c *Cache, n int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d redis writes (tier stats when the wait began: %+v)", n, c.Stats().Redis),
+	testutil.Eventually(t, fmt.Sprintf("%d redis writes (tier stats when the wait began: %+v)", n, c.Stats().Redis),
 		func() bool { return c.Stats().Redis.Writes >= n })
 }
 
@@ -154,7 +143,7 @@ func TestRedisPurgeReachesEveryInstance(t *testing.T) {
 	if len(keys) != 1 {
 		t.Fatalf("redis keys after purge: %q", keys)
 	}
-	waitFor(t, "b to receive the purge", func() bool { return b.Stats().Redis.Received >= 1 })
+	testutil.Eventually(t, "b to receive the purge", func() bool { return b.Stats().Redis.Received >= 1 })
 	calls := o.calls.Load()
 	if _, res, _ := do(t, b, o.fetch(), "GET", "/v1/a"); res != ResultMiss || o.calls.Load() != calls+1 {
 		t.Fatalf("b after purge: %v, calls %d", res, o.calls.Load()-calls)
@@ -169,7 +158,7 @@ func TestRedisPurgeReachesEveryInstance(t *testing.T) {
 	if _, res, _ := do(t, b, o.fetch(), "POST", "/v2/a"); res != ResultBypass {
 		t.Fatal(res)
 	}
-	waitFor(t, "a to receive the invalidation", func() bool { return a.Stats().Redis.Received >= 1 })
+	testutil.Eventually(t, "a to receive the invalidation", func() bool { return a.Stats().Redis.Received >= 1 })
 	calls = o.calls.Load()
 	if _, res, _ := do(t, a, o.fetch(), "GET", "/v2/a"); res != ResultMiss || o.calls.Load() != calls+1 {
 		t.Fatalf("a after invalidation: %v", res)
@@ -294,15 +283,15 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "load with redis hits", func() bool { return caches[0].Stats().Redis.Hits+caches[1].Stats().Redis.Hits > 50 })
+	testutil.Eventually(t, "load with redis hits", func() bool { return caches[0].Stats().Redis.Hits+caches[1].Stats().Redis.Hits > 50 })
 	rs.kill()
-	waitFor(t, "both tiers marked down", func() bool { return !caches[0].Stats().Redis.Up && !caches[1].Stats().Redis.Up })
+	testutil.Eventually(t, "both tiers marked down", func() bool { return !caches[0].Stats().Redis.Up && !caches[1].Stats().Redis.Up })
 	n := total.Load()
-	waitFor(t, "requests while redis is down", func() bool { return total.Load() > n+200 })
+	testutil.Eventually(t, "requests while redis is down", func() bool { return total.Load() > n+200 })
 	rs.start()
-	waitFor(t, "both tiers up again", func() bool { return caches[0].Stats().Redis.Up && caches[1].Stats().Redis.Up })
+	testutil.Eventually(t, "both tiers up again", func() bool { return caches[0].Stats().Redis.Up && caches[1].Stats().Redis.Up })
 	n = total.Load()
-	waitFor(t, "requests after recovery", func() bool { return total.Load() > n+200 })
+	testutil.Eventually(t, "requests after recovery", func() bool { return total.Load() > n+200 })
 	close(stop)
 	wg.Wait()
 	t.Logf("%d requests, %d failed, longest redis lookup %v; stats a %+v; b %+v", total.Load(), failed.Load(),
@@ -334,7 +323,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	}
 	// the subscriber reconnects on its own backoff, apart from the request tier
 	for i, c := range caches {
-		waitFor(t, fmt.Sprintf("cache %d: local tier resynced after the subscription came back", i),
+		testutil.Eventually(t, fmt.Sprintf("cache %d: local tier resynced after the subscription came back", i),
 			func() bool { return c.Stats().Redis.Resyncs >= 1 })
 	}
 }

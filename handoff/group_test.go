@@ -15,15 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind: the
 // group's accept loop and every hand-over end with the last listener.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.VerifyMain(m)
 }
 
 // reuseport binds a socket the way Caddy does, so that two configs can

@@ -3,11 +3,11 @@ package metrics
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // TestMain fails the run if any test leaves a goroutine behind (the memory
 // monitor's sampler in particular).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testutil.VerifyMain(m)
 }

@@ -11,6 +11,8 @@ import (
 	"net/textproto"
 	"sync"
 	"testing"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // countedTransport returns a keep-alive transport whose connections c
@@ -140,7 +142,7 @@ func TestConnCounterServerClose(t *testing.T) {
 		get(t, &c, client, context.Background(), srv.URL)
 	}
 	// The transport closes such a connection itself once the body hits EOF.
-	eventually(t, "connections to close", func() bool { return c.Stats().Open == 0 })
+	testutil.Eventually(t, "connections to close", func() bool { return c.Stats().Open == 0 })
 	wantConns(t, &c, 0, 0, 0)
 	if st := c.Stats(); st.Dialed != 3 {
 		t.Fatalf("dialed %d, want 3", st.Dialed)
@@ -183,10 +185,10 @@ func TestConnCounterHTTP2(t *testing.T) {
 	for _, cancel := range ctxs {
 		cancel()
 	}
-	eventually(t, "HTTP/2 connection to turn idle", func() bool { return c.Stats().Active == 0 })
+	testutil.Eventually(t, "HTTP/2 connection to turn idle", func() bool { return c.Stats().Active == 0 })
 	wantConns(t, &c, 1, 0, 1)
 	client.CloseIdleConnections()
-	eventually(t, "HTTP/2 connection to close", func() bool { return c.Stats().Open == 0 })
+	testutil.Eventually(t, "HTTP/2 connection to close", func() bool { return c.Stats().Open == 0 })
 }
 
 func TestConnCounterDialErrors(t *testing.T) {
@@ -239,7 +241,7 @@ func TestConnCounterWarmUp(t *testing.T) {
 			if err := c.WarmUp(context.Background(), client, srv.URL+"/health", tt.n); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "surplus connections to close", func() bool { return c.Stats().Open == tt.wantOpen })
+			testutil.Eventually(t, "surplus connections to close", func() bool { return c.Stats().Open == tt.wantOpen })
 			wantConns(t, &c, tt.wantOpen, 0, tt.wantOpen)
 			if st := c.Stats(); st.Dialed != uint64(tt.n) {
 				t.Fatalf("dialed %d, want %d", st.Dialed, tt.n)

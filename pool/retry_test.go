@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 func TestBackoffDelay(t *testing.T) {
@@ -74,15 +76,10 @@ func TestIsIdempotent(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock for Budget tests.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time      { return c.t }
-func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
-func newTestBudget(ratio float64, minPerSecond int, window time.Duration) (*Budget, *fakeClock) {
+func newTestBudget(ratio float64, minPerSecond int, window time.Duration) (*Budget, *testutil.Clock) {
 	b := NewBudget(ratio, minPerSecond, window)
-	c := &fakeClock{t: b.start}
-	b.now = c.now
+	c := testutil.NewClock(b.start)
+	b.now = c.Now
 	return b, c
 }
 
@@ -116,7 +113,7 @@ func TestBudgetDownUpstream(t *testing.T) {
 				if b.TryRetry() {
 					retries++
 				}
-				clock.add(step)
+				clock.Advance(step)
 			}
 			if retries > tt.wantMax || retries < tt.wantMin {
 				t.Fatalf("%d retries for %d requests, want %d..%d", retries, tt.requests, tt.wantMin, tt.wantMax)
@@ -147,12 +144,12 @@ func TestBudgetFloorAndRecovery(t *testing.T) {
 		t.Fatal("budget should be spent again")
 	}
 	// Half a window later the old retries still count.
-	clock.add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	if b.TryRetry() {
 		t.Fatal("retries from 5s ago should still count")
 	}
 	// Once the window has slid past them, the floor is available again.
-	clock.add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	for i := range 20 {
 		if !b.TryRetry() {
 			t.Fatalf("retry %d denied after the window slid", i)

@@ -1,0 +1,63 @@
+// Package testutil holds what the tests of every package share: the
+// goroutine-leak check of a package's tests, one way to wait for a state
+// change, and a fake clock. Only tests import it.
+package testutil
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// VerifyMain runs a package's tests and fails the run if any of them leaves
+// a goroutine behind. Call it from TestMain.
+func VerifyMain(m *testing.M, opts ...goleak.Option) {
+	// go-redis probes a server that refused its dials from a goroutine that
+	// notices the pool's Close only after a 1 s sleep.
+	opts = append(opts, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+	goleak.VerifyTestMain(m, opts...)
+}
+
+// Timeout bounds Eventually.
+const Timeout = 10 * time.Second
+
+// Eventually polls cond every millisecond until it holds, and fails the
+// test naming what it waited for when Timeout passes first. It is for state
+// that changes on a goroutine the test cannot join (a server's, a context
+// callback's): synchronisation on observable state, never a fixed sleep.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", Timeout, what)
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// Clock is a fake clock, safe for concurrent use, that moves only when
+// told to.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
