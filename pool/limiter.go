@@ -121,7 +121,7 @@ func NewLimiter(maxConns, maxPending int, queueTimeout time.Duration) *Limiter {
 // that idempotence is the caller's job. A second call while nothing is in
 // flight is detected and ignored (counted in OverReleased), but a second call
 // while other requests hold slots would free one of theirs, so callers that
-// may release from more than one place should wrap it with [ReleaseOnce].
+// may release from more than one place must make sure only one does.
 //
 // Errors: ErrQueueFull when the queue has no room, ErrQueueTimeout after
 // queueTimeout in the queue, or ctx.Err() when ctx ends while waiting (the
@@ -322,18 +322,5 @@ func (l *Limiter) Stats() LimiterStats {
 		TimedOut:     l.timedOut.Load(),
 		Abandoned:    l.abandoned.Load(),
 		OverReleased: l.overReleased.Load(),
-	}
-}
-
-// ReleaseOnce wraps release so that only its first call has an effect. Use it
-// when a slot may be released from two places (say, early when the response
-// headers are written and again in a deferred cleanup); it costs one
-// allocation, which is why Acquire does not do it for everyone.
-func ReleaseOnce(release func()) func() {
-	var done atomic.Bool
-	return func() {
-		if done.CompareAndSwap(false, true) {
-			release()
-		}
 	}
 }

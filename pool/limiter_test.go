@@ -290,21 +290,6 @@ func TestLimiterDoubleRelease(t *testing.T) {
 	}
 }
 
-func TestReleaseOnce(t *testing.T) {
-	l := NewLimiter(2, 0, 0)
-	holdAll(t, l, 1)
-	rel, err := l.Acquire(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	once := ReleaseOnce(rel)
-	once()
-	once()
-	if st := l.Stats(); st.InFlight != 1 || st.OverReleased != 0 {
-		t.Fatalf("stats = %+v, want the other request still in flight", st)
-	}
-}
-
 // TestLimiterStress mixes waiting, timeouts and cancellations, including
 // slots handed over just as a waiter gives up, and checks that every
 // request is accounted for exactly once and nothing is left in flight.

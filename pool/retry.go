@@ -79,8 +79,8 @@ type Budget struct {
 	denied atomic.Uint64
 }
 
-// BudgetStats is a snapshot of a [Budget] over its current window.
-type BudgetStats struct {
+// budgetStats is a snapshot of a [Budget] over its current window, for tests.
+type budgetStats struct {
 	// Requests counted in the window.
 	Requests int64 `json:"requests"`
 	// Retries granted in the window.
@@ -192,9 +192,9 @@ func (b *Budget) TryRetry() bool {
 }
 
 // Stats returns the request and retry counts of the current window.
-func (b *Budget) Stats() BudgetStats {
+func (b *Budget) stats() budgetStats {
 	t := b.tick()
-	return BudgetStats{
+	return budgetStats{
 		Requests: int64(b.sum(t, 0, reqWord)),
 		Retries:  int64(b.sum(t, 0, retryWord)),
 		Denied:   b.denied.Load(),

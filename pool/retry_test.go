@@ -118,7 +118,7 @@ func TestBudgetDownUpstream(t *testing.T) {
 			if retries > tt.wantMax || retries < tt.wantMin {
 				t.Fatalf("%d retries for %d requests, want %d..%d", retries, tt.requests, tt.wantMin, tt.wantMax)
 			}
-			if st := b.Stats(); st.Denied != uint64(tt.requests-retries) {
+			if st := b.stats(); st.Denied != uint64(tt.requests-retries) {
 				t.Fatalf("stats = %+v, want %d denied", st, tt.requests-retries)
 			}
 		})
@@ -155,7 +155,7 @@ func TestBudgetFloorAndRecovery(t *testing.T) {
 			t.Fatalf("retry %d denied after the window slid", i)
 		}
 	}
-	if st := b.Stats(); st.Retries != 20 || st.Requests != 0 {
+	if st := b.stats(); st.Retries != 20 || st.Requests != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
 }
@@ -184,7 +184,7 @@ func TestBudgetConcurrent(t *testing.T) {
 	if limit := goroutines * perG / 5; granted > limit {
 		t.Fatalf("%d retries granted, budget %d", granted, limit)
 	}
-	if st := b.Stats(); st.Requests != goroutines*perG || st.Retries != int64(granted) {
+	if st := b.stats(); st.Requests != goroutines*perG || st.Retries != int64(granted) {
 		t.Fatalf("stats = %+v, granted %d", st, granted)
 	}
 }

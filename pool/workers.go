@@ -5,26 +5,19 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 )
 
-// WorkerStats is a snapshot of a [Workers] pool for the admin API.
-// Counters are totals since the pool was created.
-type WorkerStats struct {
+// workerStats is a snapshot of a [Workers] pool, for tests. Counters are
+// totals since the pool was created.
+type workerStats struct {
 	// Workers is the number of worker goroutines (0 once closed).
 	Workers int `json:"workers"`
 	// Queued is the number of jobs waiting for a worker right now.
 	Queued int `json:"queued"`
-	// Processed counts jobs that ran to the end without panicking (for
-	// SubmitRetry jobs: whatever the outcome of the last attempt).
+	// Processed counts jobs that ran to the end without panicking.
 	Processed uint64 `json:"processed"`
-	// Failed counts SubmitRetry jobs that gave up: every attempt failed or
-	// the pool closed while they were backing off.
-	Failed uint64 `json:"failed"`
-	// Retries counts re-runs of SubmitRetry jobs after a failed attempt.
-	Retries uint64 `json:"retries"`
 	// Dropped counts jobs refused by TrySubmit (queue full or pool closed)
 	// plus jobs still queued when the pool closed.
 	Dropped uint64 `json:"dropped"`
@@ -55,8 +48,6 @@ type Workers struct {
 	closed bool
 
 	processed atomic.Uint64
-	failed    atomic.Uint64
-	retries   atomic.Uint64
 	dropped   atomic.Uint64
 	panics    atomic.Uint64
 }
@@ -139,58 +130,18 @@ func (w *Workers) TrySubmit(job func(ctx context.Context)) bool {
 	}
 }
 
-// SubmitRetry queues a job that is re-run when it returns an error, up to
-// attempts runs in all (at least 1), waiting b.Delay(i) between runs. The
-// wait also ends when the pool closes, so Close is never held up by a
-// backoff. A job whose last attempt fails is logged and counted in Failed.
-//
-// The backoff wait occupies a worker: size the pool for it, or keep Base
-// small for pools that serve latency-sensitive jobs.
-func (w *Workers) SubmitRetry(job func(ctx context.Context) error, attempts int, b Backoff) bool {
-	attempts = max(attempts, 1)
-	return w.TrySubmit(func(ctx context.Context) {
-		var err error
-		for i := range attempts {
-			if i > 0 {
-				w.retries.Add(1)
-			}
-			if err = job(ctx); err == nil {
-				return
-			}
-			if i == attempts-1 {
-				break
-			}
-			t := time.NewTimer(b.Delay(i))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				w.failed.Add(1)
-				w.logger.Debug("background job abandoned: pool closed",
-					zap.Int("attempt", i+1), zap.Error(err))
-				return
-			case <-t.C:
-			}
-		}
-		w.failed.Add(1)
-		w.logger.Warn("background job failed",
-			zap.Int("attempts", attempts), zap.Error(err))
-	})
-}
-
-// Stats returns a snapshot of the pool's counters.
-func (w *Workers) Stats() WorkerStats {
+// stats returns a snapshot of the pool's counters.
+func (w *Workers) stats() workerStats {
 	w.mu.RLock()
 	n := w.n
 	if w.closed {
 		n = 0
 	}
 	w.mu.RUnlock()
-	return WorkerStats{
+	return workerStats{
 		Workers:   n,
 		Queued:    len(w.jobs),
 		Processed: w.processed.Load(),
-		Failed:    w.failed.Load(),
-		Retries:   w.retries.Load(),
 		Dropped:   w.dropped.Load(),
 		Panics:    w.panics.Load(),
 	}
