@@ -13,7 +13,7 @@ import (
 
 // VerifyMain runs a package's tests and fails the run if any of them leaves
 // a goroutine behind. Call it from TestMain.
-func VerifyMain(m *testing.M, opts ...goleak.Option) {
+func VerifyMain(m goleak.TestingM, opts ...goleak.Option) {
 	// go-redis probes a server that refused its dials from a goroutine that
 	// notices the pool's Close only after a 1 s sleep.
 	opts = append(opts, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
