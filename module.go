@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 	"github.com/caddy-gateway/caddy-gateway/internal/routing"
 	"github.com/caddy-gateway/caddy-gateway/metrics"
 	"github.com/caddy-gateway/caddy-gateway/pool"
@@ -300,34 +301,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case errors.Is(err, routing.ErrNotOurs):
 		return next.ServeHTTP(w, r)
 	case errors.Is(err, routing.ErrNoService):
-		g.unknown.ObserveRequest(http.StatusNotFound, 0)
-		g.unknown.ObserveError(metrics.ErrorNotFound)
+		g.unknown.Record(outcome.Record{Status: http.StatusNotFound, Error: outcome.ErrorNotFound})
 		return writeError(w, r, http.StatusNotFound, "", "no service in path: use "+g.prefix+"/{service}/...", 0)
 	case err != nil:
 		// name is unvalidated here: never a metric label
-		g.unknown.ObserveRequest(http.StatusBadRequest, 0)
-		g.unknown.ObserveError(metrics.ErrorBadRequest)
+		g.unknown.Record(outcome.Record{Status: http.StatusBadRequest, Error: outcome.ErrorBadRequest})
 		return writeError(w, r, http.StatusBadRequest, name, "invalid path: dot-segments and encoded separators are not allowed", 0)
 	}
 	rt := g.routes[name]
 	if rt == nil {
-		g.unknown.ObserveRequest(http.StatusNotFound, 0)
-		g.unknown.ObserveError(metrics.ErrorNotFound)
+		g.unknown.Record(outcome.Record{Status: http.StatusNotFound, Error: outcome.ErrorNotFound})
 		return writeError(w, r, http.StatusNotFound, name, "unknown service", 0)
 	}
 	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK") ||
 		strings.EqualFold(r.Method, http.MethodConnect) {
 		// TRACE reflects the request as the service got it, token included;
 		// CONNECT would open a tunnel. Neither belongs to an API.
-		rt.metrics.ObserveRequest(http.StatusMethodNotAllowed, 0)
-		rt.metrics.ObserveError(metrics.ErrorBadRequest)
+		rt.metrics.Record(outcome.Record{Status: http.StatusMethodNotAllowed, Error: outcome.ErrorBadRequest})
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		return writeError(w, r, http.StatusMethodNotAllowed, name, "method not allowed", 0)
 	}
 	if g.MaxBody > 0 && upstream.HasBody(r) {
 		if r.ContentLength > g.MaxBody {
-			rt.metrics.ObserveRequest(http.StatusRequestEntityTooLarge, 0)
-			rt.metrics.ObserveError(metrics.ErrorBadRequest)
+			rt.metrics.Record(outcome.Record{Status: http.StatusRequestEntityTooLarge, Error: outcome.ErrorBadRequest})
 			return writeError(w, r, http.StatusRequestEntityTooLarge, name, "request body too large", 0)
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.MaxBody)
@@ -389,7 +385,7 @@ func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, service st
 		return caddyhttp.Error(ue.Status, ue)
 	}
 	lvl := zap.ErrorLevel
-	if ue.Kind() == "bad_request" {
+	if ue.Kind() == outcome.ErrorBadRequest {
 		lvl = zap.DebugLevel // the client's doing (a broken or stalled body)
 	}
 	if c := g.logger.Check(lvl, "upstream exchange failed"); c != nil {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 	"github.com/caddy-gateway/caddy-gateway/metrics"
 	"github.com/caddy-gateway/caddy-gateway/upstream"
 )
@@ -39,15 +40,12 @@ type route struct {
 	// byResult holds the per-cache-result series, indexed by cache.Result,
 	// created on first use: most services see only a few results, and a
 	// sketch costs kilobytes (10,000 services × 6 results added up).
-	byResult [resultCount]atomic.Pointer[metrics.Series]
+	byResult [outcome.NumCache]atomic.Pointer[metrics.Series]
 	profiler *metrics.Profiler
 
 	lastQueued  int64
 	lastHealthy map[string]bool // gauge updater only
 }
-
-// resultCount bounds cache.Result values kept apart by the profiler.
-const resultCount = 8
 
 // latencySeries returns the profiler series of all the service's requests.
 func (rt *route) latencySeries() *metrics.Series {
@@ -61,7 +59,7 @@ func (rt *route) latencySeries() *metrics.Series {
 
 // resultSeries returns the profiler series of one cache result.
 func (rt *route) resultSeries(res cache.Result) *metrics.Series {
-	if int(res) >= resultCount {
+	if res >= outcome.NumCache {
 		return rt.latencySeries()
 	}
 	if s := rt.byResult[res].Load(); s != nil {
@@ -70,21 +68,6 @@ func (rt *route) resultSeries(res cache.Result) *metrics.Series {
 	s := rt.profiler.Series(rt.svc.Name + "/" + res.String())
 	rt.byResult[res].Store(s)
 	return s
-}
-
-// metricsResult maps a cache result to its Prometheus label.
-func metricsResult(r cache.Result) metrics.CacheResult {
-	switch r {
-	case cache.ResultHit, cache.ResultCollapsed:
-		return metrics.CacheHit
-	case cache.ResultStale:
-		return metrics.CacheStale
-	case cache.ResultRevalidated:
-		return metrics.CacheRevalidated
-	case cache.ResultMiss:
-		return metrics.CacheMiss
-	}
-	return metrics.CacheBypass
 }
 
 // exchange is the per-request state, pooled: the status-recording writer
@@ -164,44 +147,48 @@ func (ex *exchange) Flush() { _ = http.NewResponseController(ex.w).Flush() }
 // upgrades, deadlines).
 func (ex *exchange) Unwrap() http.ResponseWriter { return ex.w }
 
-// record books one finished request in metrics, stats and the profiler,
-// and logs it when slow.
+// record books one finished request: one outcome.Record feeds the
+// Prometheus metrics, the stats and the profiler, and the slow-request log.
 func (g *Gateway) record(ex *exchange, r *http.Request, name string, res cache.Result, start time.Time, err error) {
 	end := time.Now()
-	d := end.Sub(start)
-	status := ex.status
-	if status == 0 {
-		status = http.StatusOK
+	rec := outcome.Record{Status: ex.status, Duration: end.Sub(start), Upstream: ex.upstream,
+		Cached: g.cache != nil, Cache: res, Error: errorKind(err)}
+	if rec.Status == 0 {
+		rec.Status = http.StatusOK
 	}
 	rt := ex.rt
-	rt.metrics.ObserveRequest(status, d)
-	rt.latencySeries().RecordAt(end, d)
-	rt.stats.ObserveRequest(d, status >= 500)
-	if g.cache != nil {
-		rt.metrics.ObserveCache(metricsResult(res))
-		rt.resultSeries(res).RecordAt(end, d)
-		switch res {
-		case cache.ResultHit, cache.ResultCollapsed, cache.ResultStale:
-			rt.stats.CacheHit()
-		case cache.ResultMiss, cache.ResultRevalidated:
-			rt.stats.CacheMiss()
-		}
+	rt.metrics.Record(rec)
+	rt.stats.Record(rec)
+	rt.latencySeries().RecordAt(end, rec.Duration)
+	if rec.Cached {
+		rt.resultSeries(res).RecordAt(end, rec.Duration)
 	}
-	if err != nil {
-		recordError(rt, err)
-	}
-	if g.slow > 0 && d >= g.slow {
+	if g.slow > 0 && rec.Duration >= g.slow {
 		g.logger.Warn("slow request",
 			zap.String("service", name),
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path), // service-relative; never the query
-			zap.Int("status", status),
-			zap.Duration("duration", d),
-			zap.Duration("upstream_duration", ex.upstream),
+			zap.Int("status", rec.Status),
+			zap.Duration("duration", rec.Duration),
+			zap.Duration("upstream_duration", rec.Upstream),
 			zap.String("cache", res.String()),
 			zap.String("request_id", requestID(r)),
 		)
 	}
+}
+
+// errorKind is the kind of a failed exchange; errors the upstream package
+// did not make are not counted. It is apart from record so that the error's
+// variable escapes to the heap only when there is one.
+func errorKind(err error) outcome.Error {
+	if err == nil {
+		return outcome.ErrorNone
+	}
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		return outcome.ErrorNone
+	}
+	return ue.Kind()
 }
 
 // gaugeInterval is how often state gauges (queue length, target health)
@@ -260,25 +247,5 @@ func (g *Gateway) stopGauges() {
 	if g.gaugeStop != nil {
 		close(g.gaugeStop)
 		<-g.gaugeDone
-	}
-}
-
-// recordError counts a failed exchange by kind. It is apart from record so
-// that the error's variable escapes to the heap only when there is one.
-func recordError(rt *route, err error) {
-	var ue *upstream.Error
-	if !errors.As(err, &ue) {
-		return
-	}
-	switch ue.Kind() {
-	case "timeout":
-		rt.metrics.ObserveError(metrics.ErrorTimeout)
-	case "queue":
-		rt.metrics.ObserveError(metrics.ErrorQueue)
-		rt.metrics.QueueRejected()
-	case "upstream":
-		rt.metrics.ObserveError(metrics.ErrorUpstream)
-	case "bad_request":
-		rt.metrics.ObserveError(metrics.ErrorBadRequest)
 	}
 }

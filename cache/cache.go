@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 	"github.com/dgraph-io/ristretto/v2"
 	"go.uber.org/zap"
 )
@@ -68,35 +69,18 @@ type Options struct {
 	Redis *RedisOptions
 }
 
-// Result says how Serve answered a request, for metrics.
-type Result uint8
+// Result says how Serve answered a request: the gateway's one vocabulary for it (outcome.Cache).
+type Result = outcome.Cache
 
-// Results of Serve.
+// Results of Serve (see outcome.Cache).
 const (
-	// ResultBypass: the cache did not take part (unsafe or uncacheable method, request no-store,
-	// Range requests it cannot answer from a stored 200, precondition requests).
-	ResultBypass Result = iota
-	// ResultHit: answered from a fresh stored entry without contacting upstream.
-	ResultHit
-	// ResultMiss: forwarded upstream (and stored if allowed), or failed upstream.
-	ResultMiss
-	// ResultStale: a stale entry was served (stale-while-revalidate, stale-if-error, max-stale).
-	ResultStale
-	// ResultRevalidated: a stored entry was confirmed by a 304 and served.
-	ResultRevalidated
-	// ResultCollapsed: the request waited for a concurrent identical miss and got its stored answer.
-	ResultCollapsed
+	ResultBypass      = outcome.CacheBypass
+	ResultHit         = outcome.CacheHit
+	ResultMiss        = outcome.CacheMiss
+	ResultStale       = outcome.CacheStale
+	ResultRevalidated = outcome.CacheRevalidated
+	ResultCollapsed   = outcome.CacheCollapsed
 )
-
-var resultNames = [...]string{"bypass", "hit", "miss", "stale", "revalidated", "collapsed"}
-
-// String returns the metric label of r.
-func (r Result) String() string {
-	if int(r) < len(resultNames) {
-		return resultNames[r]
-	}
-	return fmt.Sprintf("result(%d)", uint8(r))
-}
 
 // Stats is a snapshot of the cache's counters, for the admin API and metrics.
 type Stats struct {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -47,56 +48,15 @@ func statusClassIndex(code int) int {
 	return code/100 - 1
 }
 
-// CacheResult says how the cache took part in answering one request; it is
-// the result label of caddy_gateway_cache_requests_total. It is a small
-// integer rather than a string so recording it is an array index, not a map
-// lookup.
-type CacheResult uint8
-
-// The cache results; their String forms are the label values.
-const (
-	CacheHit         CacheResult = iota // served from a fresh entry
-	CacheMiss                           // not stored (or not reusable): fetched upstream
-	CacheStale                          // served stale (stale-while-revalidate / stale-if-error)
-	CacheBypass                         // not cacheable or the client asked to bypass
-	CacheRevalidated                    // stored entry confirmed by a 304 from upstream
-	numCacheResults
-)
-
-var cacheResultNames = [numCacheResults]string{"hit", "miss", "stale", "bypass", "revalidated"}
-
-// String returns the label value ("hit", "miss", ...) or "invalid".
-func (r CacheResult) String() string {
-	if r >= numCacheResults {
-		return "invalid"
+// cacheLabels are the result label values of caddy_gateway_cache_requests_total, and cacheLabel
+// maps each outcome.Cache to one of them: a collapsed miss was served a stored answer, a hit.
+var (
+	cacheLabels = [...]string{"hit", "miss", "stale", "bypass", "revalidated"}
+	cacheLabel  = [outcome.NumCache]uint8{
+		outcome.CacheHit: 0, outcome.CacheCollapsed: 0, outcome.CacheMiss: 1, outcome.CacheStale: 2,
+		outcome.CacheBypass: 3, outcome.CacheRevalidated: 4,
 	}
-	return cacheResultNames[r]
-}
-
-// ErrorKind classifies a failed request for caddy_gateway_errors_total; a
-// fixed enum keeps the kind label bounded, unlike error strings.
-type ErrorKind uint8
-
-// The error kinds; their String forms are the label values.
-const (
-	ErrorUpstream   ErrorKind = iota // upstream unreachable or answered with a transport error
-	ErrorTimeout                     // upstream or whole-exchange timeout
-	ErrorQueue                       // rejected by the per-service queue (full or queue timeout)
-	ErrorBadRequest                  // malformed client request
-	ErrorNotFound                    // no service for the path
-	ErrorPanic                       // a handler panic was recovered
-	numErrorKinds
 )
-
-var errorKindNames = [numErrorKinds]string{"upstream", "timeout", "queue", "bad_request", "not_found", "panic"}
-
-// String returns the label value ("upstream", "timeout", ...) or "invalid".
-func (k ErrorKind) String() string {
-	if k >= numErrorKinds {
-		return "invalid"
-	}
-	return errorKindNames[k]
-}
 
 // Collectors owns the gateway's Prometheus collectors on one registry. Caddy
 // gives every config load a fresh registry (ctx.GetMetricsRegistry()), so the
@@ -236,11 +196,11 @@ func (c *Collectors) Service(name string) *ServiceMetrics {
 	for i, class := range statusClasses {
 		s.requests[i].make = func() prometheus.Counter { return c.requests.WithLabelValues(name, class) }
 	}
-	for i, r := range cacheResultNames {
+	for i, r := range cacheLabels {
 		s.cache[i].make = func() prometheus.Counter { return c.cacheRequests.WithLabelValues(name, r) }
 	}
-	for i, k := range errorKindNames {
-		s.errors[i].make = func() prometheus.Counter { return c.errors.WithLabelValues(name, k) }
+	for k := range outcome.NumErrors {
+		s.errors[k].make = func() prometheus.Counter { return c.errors.WithLabelValues(name, k.String()) }
 	}
 	c.services[name] = s
 	return s
@@ -276,12 +236,12 @@ type ServiceMetrics struct {
 	requests         [len(statusClasses)]lazy[prometheus.Counter]
 	requestDuration  prometheus.Observer
 	upstreamDuration lazy[prometheus.Observer]
-	cache            [numCacheResults]lazy[prometheus.Counter]
+	cache            [len(cacheLabels)]lazy[prometheus.Counter]
 	inflight         prometheus.Gauge
 	queued           prometheus.Gauge
 	queueRejections  lazy[prometheus.Counter]
 	retries          lazy[prometheus.Counter]
-	errors           [numErrorKinds]lazy[prometheus.Counter]
+	errors           [outcome.NumErrors]lazy[prometheus.Counter] // the counted kinds only
 	upstreamHealthy  *prometheus.GaugeVec
 }
 
@@ -304,11 +264,22 @@ func (l *lazy[T]) get() T {
 // Name returns the service label value of these handles.
 func (s *ServiceMetrics) Name() string { return s.name }
 
-// ObserveRequest records one answered request: its status class and its
-// total duration as the client saw it (cache hits included).
-func (s *ServiceMetrics) ObserveRequest(code int, d time.Duration) {
-	s.requests[statusClassIndex(code)].get().Inc()
-	s.requestDuration.Observe(d.Seconds())
+// Record books one finished request: its status class, its total duration
+// as the client saw it (cache hits included), how the cache took part when
+// there is a cache, and its kind of failure when it is one the gateway
+// counts (a queue rejection also in caddy_gateway_queue_rejections_total).
+func (s *ServiceMetrics) Record(r outcome.Record) {
+	s.requests[statusClassIndex(r.Status)].get().Inc()
+	s.requestDuration.Observe(r.Duration.Seconds())
+	if r.Cached && r.Cache < outcome.NumCache {
+		s.cache[cacheLabel[r.Cache]].get().Inc()
+	}
+	if r.Error.Counted() {
+		s.errors[r.Error].get().Inc()
+		if r.Error == outcome.ErrorQueue {
+			s.queueRejections.get().Inc()
+		}
+	}
 }
 
 // ObserveUpstream records the duration of the upstream part of a request
@@ -317,30 +288,12 @@ func (s *ServiceMetrics) ObserveUpstream(d time.Duration) {
 	s.upstreamDuration.get().Observe(d.Seconds())
 }
 
-// ObserveCache counts one cache lookup outcome; invalid values are ignored.
-func (s *ServiceMetrics) ObserveCache(r CacheResult) {
-	if r < numCacheResults {
-		s.cache[r].get().Inc()
-	}
-}
-
-// ObserveError counts one failed request by kind; invalid values are ignored.
-func (s *ServiceMetrics) ObserveError(k ErrorKind) {
-	if k < numErrorKinds {
-		s.errors[k].get().Inc()
-	}
-}
-
 // Inflight is the gauge of requests holding a slot of the service's pool;
 // the pool Incs on acquire and Decs on release.
 func (s *ServiceMetrics) Inflight() prometheus.Gauge { return s.inflight }
 
 // Queued is the gauge of requests waiting for a slot of the service's pool.
 func (s *ServiceMetrics) Queued() prometheus.Gauge { return s.queued }
-
-// QueueRejected counts a request turned away because the queue was full or
-// its wait exceeded queue_timeout.
-func (s *ServiceMetrics) QueueRejected() { s.queueRejections.get().Inc() }
 
 // Retried counts one upstream attempt beyond the first.
 func (s *ServiceMetrics) Retried() { s.retries.get().Inc() }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
@@ -82,17 +83,13 @@ func TestStatusClassIndex(t *testing.T) {
 	}
 }
 
-func TestEnumStrings(t *testing.T) {
-	tests := []struct{ got, want string }{
-		{CacheHit.String(), "hit"}, {CacheMiss.String(), "miss"}, {CacheStale.String(), "stale"},
-		{CacheBypass.String(), "bypass"}, {CacheRevalidated.String(), "revalidated"}, {CacheResult(200).String(), "invalid"},
-		{ErrorUpstream.String(), "upstream"}, {ErrorTimeout.String(), "timeout"}, {ErrorQueue.String(), "queue"},
-		{ErrorBadRequest.String(), "bad_request"}, {ErrorNotFound.String(), "not_found"}, {ErrorPanic.String(), "panic"},
-		{ErrorKind(99).String(), "invalid"},
-	}
-	for _, tt := range tests {
-		if tt.got != tt.want {
-			t.Errorf("got %q, want %q", tt.got, tt.want)
+// TestCacheLabels: every cache outcome maps to one of the five result labels, a collapsed miss to hit.
+func TestCacheLabels(t *testing.T) {
+	want := map[outcome.Cache]string{outcome.CacheHit: "hit", outcome.CacheCollapsed: "hit", outcome.CacheMiss: "miss",
+		outcome.CacheStale: "stale", outcome.CacheBypass: "bypass", outcome.CacheRevalidated: "revalidated"}
+	for c := range outcome.NumCache {
+		if got := cacheLabels[cacheLabel[c]]; got != want[c] {
+			t.Errorf("%v → %q, want %q", c, got, want[c])
 		}
 	}
 }
@@ -102,34 +99,26 @@ func recordTraffic(c *Collectors) {
 	users := c.Service("users")
 	products := c.Service("products")
 	unknown := c.Service("")
-	for range 3 {
-		users.ObserveRequest(200, 2*time.Millisecond)
+	for _, res := range []outcome.Cache{outcome.CacheHit, outcome.CacheCollapsed, outcome.CacheMiss} {
+		users.Record(outcome.Record{Status: 200, Duration: 2 * time.Millisecond, Cached: true, Cache: res})
 	}
-	users.ObserveRequest(503, 40*time.Millisecond)
-	users.ObserveRequest(404, time.Millisecond)
+	users.Record(outcome.Record{Status: 503, Duration: 40 * time.Millisecond, Cached: true, Cache: outcome.CacheRevalidated, Error: outcome.ErrorUpstream})
+	users.Record(outcome.Record{Status: 503, Duration: time.Millisecond, Error: outcome.ErrorQueue})
+	users.Record(outcome.Record{Status: 404, Duration: time.Millisecond, Cached: true, Cache: outcome.Cache(42), Error: outcome.Error(42)}) // both ignored
+	users.Record(outcome.Record{Status: 499, Duration: time.Millisecond, Error: outcome.ErrorClient})                                       // not an error
 	users.ObserveUpstream(30 * time.Millisecond)
 	users.ObserveUpstream(2 * time.Second)
-	users.ObserveCache(CacheHit)
-	users.ObserveCache(CacheHit)
-	users.ObserveCache(CacheMiss)
-	users.ObserveCache(CacheRevalidated)
-	users.ObserveCache(CacheResult(42)) // ignored
-	users.ObserveError(ErrorUpstream)
-	users.ObserveError(ErrorKind(42)) // ignored
 	users.Inflight().Inc()
 	users.Inflight().Inc()
 	users.Inflight().Dec()
 	users.Queued().Add(3)
-	users.QueueRejected()
 	users.Retried()
 	users.Retried()
 	users.SetUpstreamHealthy("127.0.0.1:9001", true)
 	users.SetUpstreamHealthy("127.0.0.1:9002", false)
-	products.ObserveRequest(304, 500*time.Microsecond)
-	products.ObserveCache(CacheStale)
-	products.ObserveCache(CacheBypass)
-	unknown.ObserveRequest(404, 100*time.Microsecond)
-	unknown.ObserveError(ErrorNotFound)
+	products.Record(outcome.Record{Status: 304, Duration: 500 * time.Microsecond, Cached: true, Cache: outcome.CacheStale})
+	products.Record(outcome.Record{Status: 304, Duration: 500 * time.Microsecond, Cached: true, Cache: outcome.CacheBypass})
+	unknown.Record(outcome.Record{Status: 404, Duration: 100 * time.Microsecond, Error: outcome.ErrorNotFound})
 	c.BackgroundPanic()
 }
 
@@ -149,11 +138,11 @@ func TestCollectorsRecord(t *testing.T) {
 		want   float64
 	}{
 		{"caddy_gateway_requests_total", map[string]string{"service": "users", "code": "2xx"}, 3},
-		{"caddy_gateway_requests_total", map[string]string{"service": "users", "code": "4xx"}, 1},
-		{"caddy_gateway_requests_total", map[string]string{"service": "users", "code": "5xx"}, 1},
-		{"caddy_gateway_requests_total", map[string]string{"service": "products", "code": "3xx"}, 1},
+		{"caddy_gateway_requests_total", map[string]string{"service": "users", "code": "4xx"}, 2},
+		{"caddy_gateway_requests_total", map[string]string{"service": "users", "code": "5xx"}, 2},
+		{"caddy_gateway_requests_total", map[string]string{"service": "products", "code": "3xx"}, 2},
 		{"caddy_gateway_requests_total", map[string]string{"service": UnknownService, "code": "4xx"}, 1},
-		{"caddy_gateway_request_duration_seconds", map[string]string{"service": "users"}, 5},
+		{"caddy_gateway_request_duration_seconds", map[string]string{"service": "users"}, 7},
 		{"caddy_gateway_upstream_duration_seconds", map[string]string{"service": "users"}, 2},
 		{"caddy_gateway_cache_requests_total", map[string]string{"service": "users", "result": "hit"}, 2},
 		{"caddy_gateway_cache_requests_total", map[string]string{"service": "users", "result": "miss"}, 1},
@@ -161,6 +150,7 @@ func TestCollectorsRecord(t *testing.T) {
 		{"caddy_gateway_cache_requests_total", map[string]string{"service": "products", "result": "stale"}, 1},
 		{"caddy_gateway_cache_requests_total", map[string]string{"service": "products", "result": "bypass"}, 1},
 		{"caddy_gateway_errors_total", map[string]string{"service": "users", "kind": "upstream"}, 1},
+		{"caddy_gateway_errors_total", map[string]string{"service": "users", "kind": "queue"}, 1},
 		{"caddy_gateway_errors_total", map[string]string{"service": UnknownService, "kind": "not_found"}, 1},
 		{"caddy_gateway_inflight", map[string]string{"service": "users"}, 1},
 		{"caddy_gateway_queued", map[string]string{"service": "users"}, 3},
@@ -217,12 +207,12 @@ func TestCollectorsRecord(t *testing.T) {
 			for _, b := range h.GetBucket() {
 				cum[b.GetUpperBound()] = b.GetCumulativeCount()
 			}
-			for le, want := range map[float64]uint64{0.0005: 0, 0.001: 1, 0.0025: 4, 0.025: 4, 0.05: 5, 10: 5} {
+			for le, want := range map[float64]uint64{0.0005: 0, 0.001: 3, 0.0025: 6, 0.025: 6, 0.05: 7, 10: 7} {
 				if cum[le] != want {
 					t.Errorf("bucket le=%v cumulative = %d, want %d", le, cum[le], want)
 				}
 			}
-			if got, want := h.GetSampleSum(), 0.006+0.040+0.001; got < want-1e-9 || got > want+1e-9 {
+			if got, want := h.GetSampleSum(), 0.006+0.040+3*0.001; got < want-1e-9 || got > want+1e-9 {
 				t.Errorf("sum = %v, want %v", got, want)
 			}
 		}
@@ -275,9 +265,9 @@ func TestCollectorsSharedRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second NewCollectors on the same registry: %v", err)
 	}
-	a.Service("users").ObserveRequest(200, time.Millisecond)
-	b.Service("users").ObserveRequest(200, time.Millisecond)
-	b.Service("orders").ObserveRequest(500, time.Millisecond)
+	a.Service("users").Record(outcome.Record{Status: 200, Duration: time.Millisecond})
+	b.Service("users").Record(outcome.Record{Status: 200, Duration: time.Millisecond})
+	b.Service("orders").Record(outcome.Record{Status: 500, Duration: time.Millisecond})
 	rmA := a.SetCacheSize("handler-a", func() (int64, int64) { return 100, 1 })
 	rmB := b.SetCacheSize("handler-b", func() (int64, int64) { return 50, 2 })
 
@@ -354,7 +344,7 @@ func TestServiceHandleCached(t *testing.T) {
 		wg.Go(func() {
 			s := c.Service("concurrent")
 			for range 1000 {
-				s.ObserveRequest(200, time.Millisecond)
+				s.Record(outcome.Record{Status: 200, Duration: time.Millisecond})
 			}
 		})
 	}
@@ -364,8 +354,8 @@ func TestServiceHandleCached(t *testing.T) {
 	}
 }
 
-// TestObserveRequestAllocs pins the hot path at zero allocations.
-func TestObserveRequestAllocs(t *testing.T) {
+// TestRecordAllocs pins the hot path at zero allocations.
+func TestRecordAllocs(t *testing.T) {
 	c, err := NewCollectors(prometheus.NewPedanticRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -373,10 +363,8 @@ func TestObserveRequestAllocs(t *testing.T) {
 	s := c.Service("users")
 	allocs := testing.AllocsPerRun(1000, func() {
 		s.Inflight().Inc()
-		s.ObserveCache(CacheMiss)
 		s.ObserveUpstream(3 * time.Millisecond)
-		s.ObserveRequest(200, 4*time.Millisecond)
-		s.ObserveError(ErrorTimeout)
+		s.Record(outcome.Record{Status: 504, Duration: 4 * time.Millisecond, Cached: true, Cache: outcome.CacheMiss, Error: outcome.ErrorTimeout})
 		s.Inflight().Dec()
 	})
 	if allocs != 0 {
@@ -384,7 +372,7 @@ func TestObserveRequestAllocs(t *testing.T) {
 	}
 }
 
-func BenchmarkObserveRequest(b *testing.B) {
+func BenchmarkRecord(b *testing.B) {
 	c, err := NewCollectors(prometheus.NewPedanticRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -392,13 +380,13 @@ func BenchmarkObserveRequest(b *testing.B) {
 	s := c.Service("users")
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.ObserveRequest(200+(i&3)*100, time.Duration(i&1023)*time.Microsecond)
+		s.Record(outcome.Record{Status: 200 + (i&3)*100, Duration: time.Duration(i&1023) * time.Microsecond})
 	}
 }
 
-// BenchmarkObserveRequestFull is everything the root records per proxied
-// request: in-flight up/down, cache result, upstream and total duration.
-func BenchmarkObserveRequestFull(b *testing.B) {
+// BenchmarkRecordFull is everything the root records per proxied request:
+// in-flight up/down, upstream duration, and the request's record.
+func BenchmarkRecordFull(b *testing.B) {
 	c, err := NewCollectors(prometheus.NewPedanticRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -408,9 +396,8 @@ func BenchmarkObserveRequestFull(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			s.Inflight().Inc()
-			s.ObserveCache(CacheMiss)
 			s.ObserveUpstream(3 * time.Millisecond)
-			s.ObserveRequest(200, 4*time.Millisecond)
+			s.Record(outcome.Record{Status: 200, Duration: 4 * time.Millisecond, Cached: true, Cache: outcome.CacheMiss})
 			s.Inflight().Dec()
 		}
 	})

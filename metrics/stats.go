@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 )
 
 // EWMAAlpha is the weight of the newest sample in the exponentially weighted
@@ -105,31 +107,25 @@ type ServiceStats struct {
 	ewmaNs atomic.Uint64
 }
 
-// ObserveRequest counts one finished request, with failed set when it ended
-// in an error the gateway reports (5xx it produced or passed on), and folds
-// its duration into the EWMA.
-func (ss *ServiceStats) ObserveRequest(d time.Duration, failed bool) {
+// Record counts one finished request: as failed when the gateway reports
+// an error for it (a 5xx it produced or passed on), as a cache hit (served
+// from a stored entry) or miss (fetched for the cache) when there is a
+// cache, and folds its duration into the EWMA.
+func (ss *ServiceStats) Record(r outcome.Record) {
+	failed := r.Status >= 500
+	hit := r.Cached && r.Cache.Served()
+	miss := r.Cached && r.Cache.Fetched()
 	for s := ss; s != nil; s = s.parent {
 		s.requests.Add(1)
 		if failed {
 			s.errors.Add(1)
 		}
-		s.observe(d)
-	}
-}
-
-// CacheHit counts a request answered from the cache (fresh, stale or
-// revalidated).
-func (ss *ServiceStats) CacheHit() {
-	for s := ss; s != nil; s = s.parent {
-		s.cacheHits.Add(1)
-	}
-}
-
-// CacheMiss counts a cacheable request the cache could not answer.
-func (ss *ServiceStats) CacheMiss() {
-	for s := ss; s != nil; s = s.parent {
-		s.cacheMisses.Add(1)
+		if hit {
+			s.cacheHits.Add(1)
+		} else if miss {
+			s.cacheMisses.Add(1)
+		}
+		s.observe(r.Duration)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 )
 
 func TestEWMA(t *testing.T) {
@@ -29,7 +31,7 @@ func TestEWMA(t *testing.T) {
 			s := NewStats()
 			svc := s.Service("users")
 			for _, d := range tt.samples {
-				svc.ObserveRequest(d, false)
+				svc.Record(outcome.Record{Status: 200, Duration: d})
 			}
 			if got := svc.Snapshot().AvgResponseMs; math.Abs(got-tt.wantMs) > 1e-9 {
 				t.Errorf("EWMA = %v ms, want %v ms", got, tt.wantMs)
@@ -52,14 +54,17 @@ func TestStatsCounters(t *testing.T) {
 	if s.Service("users") != users || s.Service("") != s.Service(UnknownService) {
 		t.Fatal("Service handles not cached")
 	}
-	users.ObserveRequest(time.Millisecond, false)
-	users.ObserveRequest(time.Millisecond, true)
-	users.CacheHit()
-	users.CacheHit()
-	users.CacheHit()
-	users.CacheMiss()
-	products.ObserveRequest(time.Millisecond, false)
-	products.CacheMiss()
+	for _, r := range []outcome.Record{
+		{Status: 200, Cached: true, Cache: outcome.CacheHit},
+		{Status: 200, Cached: true, Cache: outcome.CacheCollapsed},
+		{Status: 503, Cached: true, Cache: outcome.CacheStale}, // a 5xx served stale: a hit, and an error
+		{Status: 200, Cached: true, Cache: outcome.CacheMiss},
+		{Status: 201, Cached: true, Cache: outcome.CacheBypass}, // neither
+	} {
+		r.Duration = time.Millisecond
+		users.Record(r)
+	}
+	products.Record(outcome.Record{Status: 200, Duration: time.Millisecond, Cached: true, Cache: outcome.CacheRevalidated})
 
 	snap := s.Snapshot()
 	tests := []struct {
@@ -67,9 +72,9 @@ func TestStatsCounters(t *testing.T) {
 		got  ServiceStatsSnapshot
 		want ServiceStatsSnapshot
 	}{
-		{"users", snap.Services["users"], ServiceStatsSnapshot{Requests: 2, CacheHits: 3, CacheMisses: 1, Errors: 1, AvgResponseMs: 1, CacheHitRatio: 0.75, ErrorRate: 0.5}},
+		{"users", snap.Services["users"], ServiceStatsSnapshot{Requests: 5, CacheHits: 3, CacheMisses: 1, Errors: 1, AvgResponseMs: 1, CacheHitRatio: 0.75, ErrorRate: 0.2}},
 		{"products", snap.Services["products"], ServiceStatsSnapshot{Requests: 1, CacheMisses: 1, AvgResponseMs: 1}},
-		{"total", snap.Total, ServiceStatsSnapshot{Requests: 3, CacheHits: 3, CacheMisses: 2, Errors: 1, AvgResponseMs: 1, CacheHitRatio: 0.6, ErrorRate: 1.0 / 3}},
+		{"total", snap.Total, ServiceStatsSnapshot{Requests: 6, CacheHits: 3, CacheMisses: 2, Errors: 1, AvgResponseMs: 1, CacheHitRatio: 0.6, ErrorRate: 1.0 / 6}},
 		{"Total()", s.Total(), snap.Total},
 	}
 	for _, tt := range tests {
@@ -103,8 +108,7 @@ func TestStatsConcurrent(t *testing.T) {
 		wg.Go(func() {
 			svc := s.Service([]string{"a", "b"}[w%2])
 			for range 10000 {
-				svc.ObserveRequest(2*time.Millisecond, false)
-				svc.CacheHit()
+				svc.Record(outcome.Record{Status: 200, Duration: 2 * time.Millisecond, Cached: true, Cache: outcome.CacheHit})
 			}
 		})
 	}
@@ -123,19 +127,18 @@ func TestStatsConcurrent(t *testing.T) {
 func TestStatsAllocs(t *testing.T) {
 	svc := NewStats().Service("users")
 	if a := testing.AllocsPerRun(1000, func() {
-		svc.ObserveRequest(time.Millisecond, false)
-		svc.CacheHit()
+		svc.Record(outcome.Record{Status: 200, Duration: time.Millisecond, Cached: true, Cache: outcome.CacheHit})
 	}); a != 0 {
 		t.Errorf("allocs = %v, want 0", a)
 	}
 }
 
-func BenchmarkStatsObserveRequest(b *testing.B) {
+func BenchmarkStatsRecord(b *testing.B) {
 	svc := NewStats().Service("users")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			svc.ObserveRequest(3*time.Millisecond, false)
+			svc.Record(outcome.Record{Status: 200, Duration: 3 * time.Millisecond})
 		}
 	})
 }

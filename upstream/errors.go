@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-gateway/caddy-gateway/auth"
+	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
 	"github.com/caddy-gateway/caddy-gateway/pool"
 )
 
@@ -37,20 +38,21 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Kind is a bounded label for metrics: upstream, timeout, queue, client
-// (gone before the answer), bad_request (its body broken off or too slow).
-func (e *Error) Kind() string {
+// Kind classifies the failure for metrics: the client gone before the
+// answer, a bad request (its body broken off or too slow), a timeout, a
+// queue rejection, or an upstream failure.
+func (e *Error) Kind() outcome.Error {
 	switch {
 	case e.Status == StatusClientClosedRequest:
-		return "client"
+		return outcome.ErrorClient
 	case e.Status == http.StatusBadRequest || e.Status == http.StatusRequestTimeout:
-		return "bad_request"
+		return outcome.ErrorBadRequest
 	case e.Status == http.StatusGatewayTimeout:
-		return "timeout"
+		return outcome.ErrorTimeout
 	case e.RetryAfter > 0:
-		return "queue"
+		return outcome.ErrorQueue
 	}
-	return "upstream"
+	return outcome.ErrorUpstream
 }
 
 // mapError turns what the reverse proxy returned into an *Error. clientCtx
