@@ -6,9 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/reqbody"
 	"github.com/caddyserver/caddy/v2"
-
-	"github.com/caddy-gateway/caddy-gateway/upstream"
 )
 
 // errorBody is the JSON every gateway-made error carries.
@@ -22,18 +21,13 @@ type errorBody struct {
 // writeError answers a request the gateway could not forward. It returns
 // nil: the answer is complete, and Caddy's error routes must not replace it.
 //
-// Answered before its exchange began (unknown service, bad path, body over
-// max_body by its Content-Length), an HTTP/1 request's body is still unread
-// on the connection: the answer closes it (see exchange.closeIfBodyLeft;
-// answers through the exchange close only when the body was not read to its
-// end).
+// An HTTP/1 request body not read to its end (never, when answered before
+// the exchange began) closes the connection (reqbody.CloseIfUnread).
 func writeError(w http.ResponseWriter, r *http.Request, status int, service, msg string, retryAfter time.Duration) error {
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
 	}
-	if _, ok := w.(*exchange); !ok && r.ProtoMajor == 1 && upstream.HasBody(r) {
-		w.Header().Set("Connection", "close")
-	}
+	reqbody.CloseIfUnread(r, w.Header())
 	return writeJSON(w, status, errorBody{Error: msg, Service: service, Status: status, RequestID: requestID(r)})
 }
 

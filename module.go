@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
 	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
+	"github.com/caddy-gateway/caddy-gateway/internal/reqbody"
 	"github.com/caddy-gateway/caddy-gateway/internal/routing"
 	"github.com/caddy-gateway/caddy-gateway/metrics"
 	"github.com/caddy-gateway/caddy-gateway/pool"
@@ -321,26 +321,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		return writeError(w, r, http.StatusMethodNotAllowed, name, "method not allowed", 0)
 	}
-	if g.MaxBody > 0 && upstream.HasBody(r) {
-		if r.ContentLength > g.MaxBody {
-			rt.metrics.Record(outcome.Record{Status: http.StatusRequestEntityTooLarge, Error: outcome.ErrorBadRequest})
-			return writeError(w, r, http.StatusRequestEntityTooLarge, name, "request body too large", 0)
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, g.MaxBody)
+	if g.MaxBody > 0 && r.ContentLength > g.MaxBody {
+		rt.metrics.Record(outcome.Record{Status: http.StatusRequestEntityTooLarge, Error: outcome.ErrorBadRequest})
+		return writeError(w, r, http.StatusRequestEntityTooLarge, name, "request body too large", 0)
 	}
-	var body *clientBody
-	if upstream.HasBody(r) {
-		body = &clientBody{ReadCloser: r.Body}
-		r.Body = body
-	}
+	body := reqbody.Wrap(w, r, g.MaxBody)
 	routing.SetPath(r.URL, rest)
 
 	start := time.Now()
 	ex := exchanges.Get().(*exchange)
-	ex.w, ex.rt = w, rt
-	if r.ProtoMajor == 1 {
-		ex.body = body // HTTP/2 and 3 frame each body: nothing to desync
-	}
+	ex.w, ex.rt, ex.body = w, rt, body
 	res := cache.ResultBypass
 	if g.cache != nil {
 		res, err = g.cache.Serve(ex, r, &rt.cache)
@@ -351,10 +341,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		var ue *upstream.Error
 		timedOut := errors.As(err, &ue) && ue.Status == http.StatusRequestTimeout
-		if !timedOut && body != nil && body.err != nil && ex.status == 0 && !errors.As(body.err, new(*http.MaxBytesError)) {
+		if berr := body.BrokeOff(); berr != nil && !timedOut && ex.status == 0 {
 			// the client's body broke off (short of its Content-Length, bad
 			// chunking): its fault, not the upstream's, and counted so
-			err = &upstream.Error{Status: http.StatusBadRequest, Service: name, Message: "request body incomplete", Err: body.err}
+			err = &upstream.Error{Status: http.StatusBadRequest, Service: name, Message: "request body incomplete", Err: berr}
 		}
 		herr = g.answerError(ex, r, name, err)
 	}
@@ -451,25 +441,3 @@ var (
 	_ caddy.CleanerUpper          = (*Gateway)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
 )
-
-// clientBody remembers why reading the client's request body failed, and
-// whether it was read to its end.
-type clientBody struct {
-	io.ReadCloser
-	err error
-	// eof: the body was read to its end, so nothing of it is left on the
-	// connection. Set by whoever reads it (the transport's write loop),
-	// read when the answer's header goes out.
-	eof atomic.Bool
-}
-
-func (b *clientBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF:
-		b.eof.Store(true)
-	case err != nil && b.err == nil:
-		b.err = err
-	}
-	return n, err
-}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
 	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
+	"github.com/caddy-gateway/caddy-gateway/internal/reqbody"
 	"github.com/caddy-gateway/caddy-gateway/metrics"
 	"github.com/caddy-gateway/caddy-gateway/upstream"
 )
@@ -77,7 +78,7 @@ type exchange struct {
 	status   int
 	rt       *route
 	upstream time.Duration
-	body     *clientBody // the HTTP/1 request's body, nil without one
+	body     *reqbody.Body // the request's body, nil without one
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
@@ -108,7 +109,7 @@ func (ex *exchange) Header() http.Header { return ex.w.Header() }
 
 func (ex *exchange) WriteHeader(code int) {
 	if code >= 200 {
-		ex.closeIfBodyLeft()
+		ex.body.CloseIfUnread(ex.w.Header())
 	}
 	if ex.status == 0 || ex.status < 200 {
 		ex.status = code
@@ -118,26 +119,10 @@ func (ex *exchange) WriteHeader(code int) {
 
 func (ex *exchange) Write(p []byte) (int, error) {
 	if ex.status == 0 {
-		ex.closeIfBodyLeft()
+		ex.body.CloseIfUnread(ex.w.Header())
 		ex.status = http.StatusOK
 	}
 	return ex.w.Write(p)
-}
-
-// closeIfBodyLeft makes the final answer close the connection when the
-// client's HTTP/1 request body was not read to its end: the rest of it is
-// still on the wire, and only the connection's end keeps it from being
-// read as the next request. net/http would see to that itself — it skips
-// or drains what is left, and closes when it cannot — but it looks at the
-// request's Body field, which Caddy replaces with its own wrapper; once the
-// body was closed early (by Go's transport after a failed or early-answered
-// upstream write, by http.MaxBytesReader past max_body) it finds the body
-// "already consumed" and keeps the connection, and a request hidden in the
-// body's remainder ran as a request of its own (with the service's token).
-func (ex *exchange) closeIfBodyLeft() {
-	if ex.body != nil && !ex.body.eof.Load() {
-		ex.w.Header().Set("Connection", "close")
-	}
 }
 
 // Flush lets streamed answers (event streams) reach the client at once.

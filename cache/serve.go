@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/reqbody"
 	"go.uber.org/zap"
 )
 
@@ -49,7 +50,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 		return c.serveUnsafe(w, r, rt)
 	}
 	h := r.Header
-	if hasBody(r) {
+	if reqbody.Has(r) {
 		// A GET or HEAD with a body ("fat GET") is forwarded with it, and the
 		// upstream may answer according to it; the answer is not the URL's, and
 		// stored under the URL it would be served to the next plain GET (cache
@@ -599,14 +600,6 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Re
 		return false, ReasonRefused
 	}
 	return true, ReasonNone
-}
-
-// hasBody reports whether the client sends a request body: a Content-Length above 0, or a body of
-// unknown length (chunked; an HTTP/2 or HTTP/3 request whose stream stays open after its header).
-// Servers may wrap an empty body, so r.Body is not compared with http.NoBody alone (as
-// upstream.HasBody in the gateway).
-func hasBody(r *http.Request) bool {
-	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
 func pathOf(r *http.Request) string {

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/reqbody"
 )
 
 // errExchangeEnded is what reading the client's body returns once the
@@ -49,21 +51,13 @@ type bodyGuardKey struct{}
 // context, where the transport finds it to tell a client's stalled body
 // from an upstream failure. finish must be called when the exchange ends.
 func guardBody(ctx context.Context, w http.ResponseWriter, r *http.Request) (context.Context, *bodyGuard) {
-	if !HasBody(r) {
+	if !reqbody.Has(r) {
 		return ctx, nil
 	}
 	g := &bodyGuard{body: r.Body, client: r.Context(), ctx: ctx, rc: http.NewResponseController(w)}
 	g.idle.L = &g.mu
 	g.stop = context.AfterFunc(ctx, g.expire)
 	return context.WithValue(ctx, bodyGuardKey{}, g), g
-}
-
-// HasBody reports whether the client sends a request body. Caddy may wrap
-// an empty body, so r.Body is never compared with http.NoBody alone: a
-// request without Content-Length or chunked framing (ContentLength 0) has
-// none, and nothing must wait on it or set deadlines for it.
-func HasBody(r *http.Request) bool {
-	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
 // guardFrom returns the body guard of the exchange ctx belongs to, if any.

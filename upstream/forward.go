@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/reqbody"
 	"github.com/caddy-gateway/caddy-gateway/pool"
 )
 
@@ -101,36 +101,13 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// replayableBody buffers a request body small enough to be sent again when
-// the request may be retried; a larger or unknown-length body that exceeds
-// the limit is streamed as it is and the request is not retried. An error
-// means the client's body could not be read (cut short, too slow, too
-// large): no upstream should see a part of it.
+// replayableBody buffers the request body, when the request may be retried
+// and its body is small enough, so that it can be sent again (reqbody.Replay).
 func (s *Service) replayableBody(r *http.Request) ([]byte, bool, error) {
 	if s.retries == 0 || !pool.IsIdempotent(r) {
 		return nil, false, nil
 	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, true, nil
-	}
-	if r.ContentLength > DefaultMaxRetryBody {
-		return nil, false, nil
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, DefaultMaxRetryBody+1))
-	if err != nil {
-		return nil, false, fmt.Errorf("reading the request body: %w", err)
-	}
-	if len(buf) > DefaultMaxRetryBody {
-		// put back what was read ahead of the rest of the stream
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		return nil, false, nil
-	}
-	_ = r.Body.Close()
-	r.Body = io.NopCloser(bytes.NewReader(buf))
-	return buf, true, nil
+	return reqbody.Replay(r, DefaultMaxRetryBody)
 }
 
 // retryableError reports whether err means no answer was obtained from an
