@@ -81,7 +81,7 @@ func parseAge(h http.Header) time.Duration {
 // (response time minus Date) and the upstream Age plus the response delay.
 func initialAge(h http.Header, requestTime, responseTime time.Time) time.Duration {
 	apparent := time.Duration(0)
-	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+	if d, ok := parseDate(h.Get("Date")); ok {
 		apparent = max(0, responseTime.Sub(d))
 	}
 	corrected := parseAge(h) + max(0, responseTime.Sub(requestTime))
@@ -101,7 +101,7 @@ func (e *Entry) prepare(o *Options) {
 	e.lifetime, _ = freshnessLifetime(h, cc, e.ResponseTime, o.DefaultTTL)
 	e.etag = h.Get("Etag")
 	if lm := h.Get("Last-Modified"); lm != "" {
-		e.lastModified, _ = http.ParseTime(lm)
+		e.lastModified, _ = parseDate(lm)
 	}
 	e.noStale = cc.MustRevalidate || cc.ProxyRevalidate || cc.SMaxAge >= 0 || cc.InvalidSMaxAge || cc.NoCache
 	e.swr = o.StaleWhileRevalidate
@@ -156,7 +156,7 @@ func freshnessLifetime(h http.Header, cc directives, responseTime time.Time, def
 			return 0, true
 		}
 		date := responseTime
-		if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		if d, ok := parseDate(h.Get("Date")); ok {
 			date = d
 		}
 		return max(0, t.Sub(date)), true
