@@ -10,8 +10,12 @@
 #   2. Installs wrk and nginx with apt-get when they are missing.
 #   3. Starts the upstream and four servers, each in its own process:
 #        A  stock Caddy  `respond` of the same 1024-byte body (+ Content-Type)  /item
-#        B  stock Caddy  `reverse_proxy` to the upstream, uncacheable path      /item
-#        C  gateway, 10 services, cache on, uncacheable path (miss/bypass path) /api/bench/item
+#        B  stock Caddy  `reverse_proxy` to the upstream, uncacheable path, with the gateway's   /item
+#           idle pool (keepalive_idle_conns_per_host 128; stock keeps 32 and re-dials under load)
+#        C  gateway, 10 services, cache on, uncacheable path (pass-through)   /api/bench/item
+#        H  gateway, 10 services, no cache block, own process                /api/bench/item
+#        I  gateway, 10 services, cache on, a new cacheable URL per request   /api/bench/cacheable/fill-N
+#           (fetch + store: a first fetch, what most API traffic is)
 #        D  gateway, 10 services, cache on, cacheable path (cache hit)          /api/bench/cacheable/item
 #        E  nginx proxy_cache hit of the cacheable path                         /cacheable/item
 #        F  gateway, 10,000 services, cache on, cacheable path (cache hit)      /api/bench/cacheable/item
@@ -20,9 +24,12 @@
 #      C and D are the same process (one site). E stands in for Caddy with
 #      github.com/caddyserver/cache-handler, which the module proxy does not serve here.
 #   4. Checks every endpoint answers 200 with the 1024-byte body (and that D/E/F are cache hits),
+#      fills the cache of C/D/I past its max_size with unique cacheable URLs (so every gateway
+#      scenario runs at a full cache's steady state; BENCH_PREFILL=0 skips it),
 #      warms each up for 1 s, then drives them with wrk in interleaved rounds
-#      (A B C D E F, A B C D E F, ...) and prints the median RPS and p50/p99 latency of each,
-#      and the ratios D/A, C/B (RPS and p99), D/E, F/D against the issue's targets.
+#      (A B C D E F, A B C D E F, ...) and prints the median RPS, p50/p99 latency and the server
+#      process's CPU microseconds per request of each, and the ratios D/A, C/B, H/B, I/B (RPS and
+#      p99), D/E, F/D against the issue's targets.
 #   5. Writes the markdown report to stdout and to bench/out/report-<timestamp>.md, with the
 #      raw wrk outputs in bench/out/raw/ (bench/out/ is gitignored).
 #
@@ -37,7 +44,8 @@
 #          BENCH_DURATION=5s     wrk duration of each run
 #          BENCH_CONNS=32        wrk connections (-c); BENCH_THREADS=1 wrk threads (-t)
 #          BENCH_WARMUP=1s       warm-up per configuration before the rounds
-#          BENCH_CONFIGS="A B C D E F G" subset to run (ratios need their pairs)
+#          BENCH_CONFIGS="A B C D E F G H I" subset to run (ratios need their pairs)
+#          BENCH_PREFILL=1       fill the gateway's cache past max_size before the rounds (0: don't)
 #          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
 #          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
 #                                gateway (pprof on its admin endpoint) under C and D load into
@@ -53,7 +61,7 @@ DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-1s}
-CONFIGS=${BENCH_CONFIGS:-"A B C D E F G"}
+CONFIGS=${BENCH_CONFIGS:-"A B C D E F G H I"}
 BASE=${BENCH_PORT_BASE:-18100}
 OUTDIR=$ROOT/bench/out
 OUT=$OUTDIR/bin
@@ -75,6 +83,8 @@ ADM_F=$((BASE + 13))
 P_G=$((BASE + 7))     # gateway, Redis-tier hit (local tier too small to keep the entry)
 ADM_G=$((BASE + 14))
 P_REDIS=$((BASE + 15))
+P_H=$((BASE + 8))     # gateway without a cache
+ADM_H=$((BASE + 16))
 
 log() { echo "[bench] $*" >&2; }
 
@@ -139,12 +149,16 @@ http://127.0.0.1:$P_A {
 \` 200
 }
 http://127.0.0.1:$P_B {
-	reverse_proxy 127.0.0.1:$P_UP
+	reverse_proxy 127.0.0.1:$P_UP {
+		transport http {
+			keepalive_idle_conns_per_host 128
+		}
+	}
 }
 EOF
 
-gw_caddyfile() { # gw_caddyfile ADMIN PORT NSERVICES
-	local adm=$1 port=$2 n=$3
+gw_caddyfile() { # gw_caddyfile ADMIN PORT NSERVICES [nocache]
+	local adm=$1 port=$2 n=$3 nocache=${4:-}
 	{
 		printf '{\n\tadmin 127.0.0.1:%s\n\tpersist_config off\n\tauto_https off\n}\n' "$adm"
 		printf 'http://127.0.0.1:%s {\n\tgateway /api/* {\n' "$port"
@@ -152,11 +166,22 @@ gw_caddyfile() { # gw_caddyfile ADMIN PORT NSERVICES
 		local i
 		for ((i = 1; i < n; i++)); do printf '\t\tservice s%05d http://127.0.0.1:%s\n' "$i" "$P_UP"; done
 		printf '\t\tservice bench http://127.0.0.1:%s\n' "$P_UP"
-		printf '\t\tcache {\n\t\t\tmax_size 64MiB\n\t\t}\n\t}\n}\n'
+		[ -n "$nocache" ] || printf '\t\tcache {\n\t\t\tmax_size 64MiB\n\t\t}\n'
+		printf '\t}\n}\n'
 	}
 }
 gw_caddyfile "$ADM_GW" "$P_GW" 10 >"$RUN/gw10.Caddyfile"
 gw_caddyfile "$ADM_F" "$P_F" 10000 >"$RUN/gw10000.Caddyfile"
+gw_caddyfile "$ADM_H" "$P_H" 10 nocache >"$RUN/gwnocache.Caddyfile"
+# I: a new cacheable URL per request (a counter per wrk thread, and a random part per run)
+cat >"$RUN/fill.lua" <<'EOF'
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+local counter, run = 0, math.random(1e9)
+function request()
+	counter = counter + 1
+	return wrk.format(nil, string.format("/api/bench/cacheable/fill-%d-%d", run, counter))
+end
+EOF
 # G: every hit comes from Redis: a local tier of 1500 bytes cannot hold the
 # ~2 KB entry (the Redis tier is written even when the local one refuses it)
 cat >"$RUN/gwredis.Caddyfile" <<EOF
@@ -237,17 +262,25 @@ wait_url() { # wait_url URL [seconds]
 	log "timed out waiting for $1"; return 1
 }
 
-for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $P_G $ADM_STOCK $ADM_GW $ADM_F $ADM_G $P_REDIS; do
+for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $P_G $P_H $ADM_STOCK $ADM_GW $ADM_F $ADM_G $ADM_H $P_REDIS; do
 	if curl -s -o /dev/null "http://127.0.0.1:$p/"; then log "port $p is busy (set BENCH_PORT_BASE)"; exit 1; fi
 done
 
 start upstream "$CPU_UP" "$OUT/upstream" -addr "127.0.0.1:$P_UP"
+declare -A SRVPID # the server process of each configuration, for its CPU time
 start stock "$CPU_SRV" "$OUT/caddy-stock" run --config "$RUN/stock.Caddyfile"
+SRVPID[A]=$!; SRVPID[B]=$!
 start gw10 "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gw10.Caddyfile"
+SRVPID[C]=$!; SRVPID[D]=$!; SRVPID[I]=$!
 start gw10000 "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gw10000.Caddyfile"
+SRVPID[F]=$!
 start nginx "$CPU_SRV" "$NGINX" -c "$RUN/nginx.conf" -e "$RUN/nginx-error.log"
+SRVPID[E]=$!
 start redis "$CPU_UP" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN"
 start gwredis "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gwredis.Caddyfile"
+SRVPID[G]=$!
+start gwnocache "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gwnocache.Caddyfile"
+SRVPID[H]=$!
 wait_url "http://127.0.0.1:$P_UP/"
 wait_url "http://127.0.0.1:$P_A/"
 wait_url "http://127.0.0.1:$P_B/"
@@ -255,8 +288,9 @@ wait_url "http://127.0.0.1:$P_GW/api/bench/"
 wait_url "http://127.0.0.1:$P_E/"
 wait_url "http://127.0.0.1:$P_F/api/bench/" 120
 wait_url "http://127.0.0.1:$P_G/api/bench/"
+wait_url "http://127.0.0.1:$P_H/api/bench/"
 
-declare -A URL NAME
+declare -A URL NAME SCRIPT
 URL[A]="http://127.0.0.1:$P_A/item";                     NAME[A]="stock respond (1 KiB static)"
 URL[B]="http://127.0.0.1:$P_B/item";                     NAME[B]="stock reverse_proxy (no-store)"
 URL[C]="http://127.0.0.1:$P_GW/api/bench/item";           NAME[C]="gateway miss (no-store, cache on)"
@@ -264,6 +298,9 @@ URL[D]="http://127.0.0.1:$P_GW/api/bench/cacheable/item"; NAME[D]="gateway cache
 URL[E]="http://127.0.0.1:$P_E/cacheable/item";           NAME[E]="nginx proxy_cache hit"
 URL[F]="http://127.0.0.1:$P_F/api/bench/cacheable/item";  NAME[F]="gateway cache hit, 10,000 services"
 URL[G]="http://127.0.0.1:$P_G/api/bench/cacheable/item";  NAME[G]="gateway Redis-tier hit (local tier empty)"
+URL[H]="http://127.0.0.1:$P_H/api/bench/item";           NAME[H]="gateway without a cache (no-store)"
+URL[I]="http://127.0.0.1:$P_GW/api/bench/cacheable/";    NAME[I]="gateway fill: a new cacheable URL each (fetch + store)"
+SCRIPT[I]=$RUN/fill.lua
 
 # ---------------------------------------------------------------- sanity checks
 check() { # check CFG [header-regex-that-must-match-on-2nd-request]
@@ -278,6 +315,7 @@ check() { # check CFG [header-regex-that-must-match-on-2nd-request]
 for c in $CONFIGS; do
 	case $c in
 	C) check C 'Cache-Status: .*fwd=' ;;
+	I) ;; # a new URL per request: its wrk errors column checks it
 	D | F) check "$c" 'Cache-Status: .*; hit' ;;
 	G)
 		curl -s -o /dev/null "${URL[G]}"
@@ -293,27 +331,62 @@ done
 to_ms() { awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /m$/) n*=60000; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
 
 run_wrk() { # run_wrk CFG DURATION OUTFILE
-	pin "${CPU_WRK:-0}" wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency "${URL[$1]}" >"$3" 2>&1 || true
+	local script=()
+	[ -n "${SCRIPT[$1]:-}" ] && script=(-s "${SCRIPT[$1]}")
+	pin "${CPU_WRK:-0}" wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency "${script[@]}" "${URL[$1]}" >"$3" 2>&1 || true
 }
 
-declare -A RPS P50 P99 ERRS
+# cpu_ticks PID: user + system CPU time of a process and of its child processes (nginx's workers),
+# in clock ticks.
+cpu_ticks() {
+	local p t=0
+	for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+TICK=$(getconf CLK_TCK)
+
+# Prefill: the gateway's cache (C, D, I) past its max_size, so that every gateway scenario runs
+# at a full cache's steady state (evictions, a full index), not on an empty one.
+if [ "${BENCH_PREFILL:-1}" = 1 ] && [[ " $CONFIGS " == *" C "* || " $CONFIGS " == *" D "* || " $CONFIGS " == *" I "* ]]; then
+	log "prefill: filling the gateway's cache past max_size"
+	for ((i = 0; i < 60; i++)); do
+		run_wrk I 2s "$RAW/prefill.txt"
+		stats=$(curl -s "http://127.0.0.1:$ADM_GW/gateway/stats")
+		bytes=$(grep -o '"bytes":[0-9]*' <<<"$stats" | head -1 | cut -d: -f2)
+		max=$(grep -o '"max_bytes":[0-9]*' <<<"$stats" | head -1 | cut -d: -f2)
+		log "prefill: ${bytes:-?} of ${max:-?} bytes"
+		[ -n "$bytes" ] && [ -n "$max" ] && [ "$bytes" -ge $((max * 9 / 10)) ] && break
+	done
+	curl -s -o /dev/null "${URL[D]}" # D's entry may have been evicted: store it again
+fi
+
+declare -A RPS P50 P99 ERRS CPU
 for c in $CONFIGS; do log "warm-up $c"; run_wrk "$c" "$WARMUP" "$RAW/warmup-$c.txt"; done
 for ((r = 1; r <= ROUNDS; r++)); do
 	for c in $CONFIGS; do
 		f=$RAW/round$r-$c.txt
+		pid=${SRVPID[$c]:-}
+		t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
 		run_wrk "$c" "$DURATION" "$f"
+		t1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+		nreq=$(awk '/ requests in /{print $1}' "$f")
+		cpu=$(awk -v d="$((t1 - t0))" -v n="${nreq:-0}" -v hz="$TICK" 'BEGIN{ if (n+0 == 0) print "nan"; else printf "%.1f", d / hz * 1e6 / n }')
+		CPU[$c]+="$cpu "
 		rps=$(awk '/^Requests\/sec:/{print $2}' "$f")
 		p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$f")")
 		p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$f")")
 		bad=$(awk '/Non-2xx or 3xx responses:/{n+=$NF} /Socket errors:/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$f")
 		RPS[$c]+="$rps "; P50[$c]+="$p50 "; P99[$c]+="$p99 "; ERRS[$c]=$((${ERRS[$c]:-0} + bad))
-		log "round $r $c: ${rps:-?} req/s p50 ${p50}ms p99 ${p99}ms errors $bad"
+		log "round $r $c: ${rps:-?} req/s p50 ${p50}ms p99 ${p99}ms ${cpu} µs CPU/req errors $bad"
 	done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-declare -A MRPS MP50 MP99
+declare -A MRPS MP50 MP99 MCPU
 for c in $CONFIGS; do
+	MCPU[$c]=$(median <<<"${CPU[$c]}")
 	MRPS[$c]=$(median <<<"${RPS[$c]}")
 	MP50[$c]=$(median <<<"${P50[$c]}")
 	MP99[$c]=$(median <<<"${P99[$c]}")
@@ -334,13 +407,15 @@ REPORT=$OUTDIR/report-$STAMP.md
 	echo "- load: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS interleaved rounds of [$CONFIGS], ${WARMUP} warm-up each; loopback only"
 	echo "- pinning: $PIN"
 	echo "- upstream: bench/upstream, $BODY_LEN-byte JSON; /cacheable/* \`Cache-Control: public, max-age=3600\`, else \`no-store\`"
+	echo "- B (stock reverse_proxy) gets the gateway's idle pool (keepalive_idle_conns_per_host 128): stock's default keeps 32 and re-dials under load; the gateway's larger default is itself an advantage over stock that B does not show"
+	echo "- prefill: ${BENCH_PREFILL:-1} (1: the gateway's cache filled past max_size before the rounds); server CPU µs/req: user + system time of the server process over each run ÷ its requests"
 	echo "- E is nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') \`proxy_cache\` (1 worker per server CPU): github.com/caddyserver/cache-handler is not served by the module proxy here, so it stands in for \"Caddy with cache-handler\""
 	echo "- reproduce: \`BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION bench/run.sh\`"
 	echo
-	echo "| | configuration | median req/s | median p50 ms | median p99 ms | req/s per round | non-2xx/socket errors |"
-	echo "|---|---|---:|---:|---:|---|---:|"
+	echo "| | configuration | median req/s | median p50 ms | median p99 ms | server CPU µs/req | req/s per round | non-2xx/socket errors |"
+	echo "|---|---|---:|---:|---:|---:|---|---:|"
 	for c in $CONFIGS; do
-		echo "| $c | ${NAME[$c]} | ${MRPS[$c]} | ${MP50[$c]} | ${MP99[$c]} | ${RPS[$c]% } | ${ERRS[$c]:-0} |"
+		echo "| $c | ${NAME[$c]} | ${MRPS[$c]} | ${MP50[$c]} | ${MP99[$c]} | ${MCPU[$c]} | ${RPS[$c]% } | ${ERRS[$c]:-0} |"
 	done
 	echo
 	echo "| ratio | value | target | |"
@@ -350,6 +425,13 @@ REPORT=$OUTDIR/report-$STAMP.md
 		v=$(ratio "${MRPS[C]}" "${MRPS[B]}"); echo "| C/B gateway miss ÷ stock reverse_proxy, req/s | $v | ≥ 0.95 | $(verdict "$v" ">=" 0.95) |"
 		v=$(ratio "${MP99[C]}" "${MP99[B]}"); echo "| C/B gateway miss ÷ stock reverse_proxy, p99 | $v | ≤ 1.10 | $(verdict "$v" "<=" 1.10) |"
 	fi
+	for x in H I; do
+		goal=1.00; [ $x = I ] && goal=0.95
+		if has $x && has B; then
+			v=$(ratio "${MRPS[$x]}" "${MRPS[B]}"); echo "| $x/B ${NAME[$x]} ÷ stock reverse_proxy, req/s | $v | ≥ $goal | $(verdict "$v" ">=" $goal) |"
+			v=$(ratio "${MP99[$x]}" "${MP99[B]}"); echo "| $x/B, p99 | $v | ≤ 1.10 | $(verdict "$v" "<=" 1.10) |"
+		fi
+	done
 	if has D && has E; then v=$(ratio "${MRPS[D]}" "${MRPS[E]}"); echo "| D/E gateway hit ÷ nginx proxy_cache hit, req/s | $v | ≥ 1.50 | $(verdict "$v" ">=" 1.50) |"; fi
 	if has F && has D; then v=$(ratio "${MRPS[F]}" "${MRPS[D]}"); echo "| F/D 10,000 ÷ 10 services (hit), req/s | $v | ≥ 0.97 | $(verdict "$v" ">=" 0.97) |"; fi
 	if has D && has B; then v=$(ratio "${MRPS[D]}" "${MRPS[B]}"); echo "| D/B gateway local hit ÷ stock reverse_proxy, req/s | $v | | |"; fi
