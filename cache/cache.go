@@ -64,6 +64,9 @@ type Options struct {
 	// Keys holds per-service rules for the cache key (service name → rules); a service without
 	// rules keys on its whole path and query, the default.
 	Keys map[string]*KeyRules
+	// TagHeaders are the answer fields whose tags (separated by commas or white space) index an
+	// entry for PurgeTags. Nil: DefaultTagHeaders; empty: no tags.
+	TagHeaders []string
 	// Redis, when set, adds a shared second tier behind the local one (see RedisOptions): local miss →
 	// Redis → upstream; stored answers go to both; Purge and invalidations reach every instance.
 	Redis *RedisOptions

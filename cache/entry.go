@@ -56,6 +56,7 @@ type Entry struct {
 	swr, sie     time.Duration
 	noStale      bool // must-revalidate, proxy-revalidate, s-maxage or no-cache: never serve stale
 	upstreamCS   []string
+	tags         []string // from Options.TagHeaders (parseTags); they index the entry
 	cost         int64
 }
 

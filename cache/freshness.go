@@ -115,6 +115,14 @@ func (e *Entry) prepare(o *Options) {
 	if cs := h["Cache-Status"]; len(cs) > 0 {
 		e.upstreamCS = cs
 	}
+	fields := o.TagHeaders
+	if fields == nil {
+		fields = DefaultTagHeaders
+	}
+	e.tags = parseTags(h, fields) // as Cache.tagHeaders
+	for _, t := range e.tags {
+		e.cost += int64(len(t)) + tagCost
+	}
 }
 
 // size is the entry's real memory cost in bytes: strings, header, body and a fixed overhead.

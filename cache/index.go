@@ -10,7 +10,71 @@ import "sync"
 type index struct {
 	mu       sync.Mutex
 	services map[string]map[string]map[string]*Entry // service → base key → key → entry
+	tags     map[string]map[*Entry]struct{}          // tag → entries carrying it
 	n        int
+}
+
+// tag adds e under each of its tags; mu held.
+func (x *index) tag(e *Entry) {
+	if len(e.tags) == 0 {
+		return
+	}
+	if x.tags == nil {
+		x.tags = make(map[string]map[*Entry]struct{})
+	}
+	for _, t := range e.tags {
+		set := x.tags[t]
+		if set == nil {
+			set = make(map[*Entry]struct{}, 1)
+			x.tags[t] = set
+		}
+		set[e] = struct{}{}
+	}
+}
+
+// untag removes e from its tags; mu held.
+func (x *index) untag(e *Entry) {
+	for _, t := range e.tags {
+		if set := x.tags[t]; set != nil {
+			delete(set, e)
+			if len(set) == 0 {
+				delete(x.tags, t)
+			}
+		}
+	}
+}
+
+// takeTags removes and returns the entries of service ("" = all services) that carry one of tags.
+func (x *index) takeTags(service string, tags []string) []*Entry {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []*Entry
+	for _, t := range tags {
+		for e := range x.tags[t] {
+			if service != "" && e.Service != service {
+				continue
+			}
+			out = append(out, e)
+			x.untag(e)
+			x.unindex(e)
+		}
+	}
+	return out
+}
+
+// unindex drops e from the service index (it is the indexed entry for its key); mu held.
+func (x *index) unindex(e *Entry) {
+	bases := x.services[e.Service]
+	base := e.Key[:e.BaseLen]
+	keys := bases[base]
+	delete(keys, e.Key)
+	x.n--
+	if len(keys) == 0 {
+		delete(bases, base)
+		if len(bases) == 0 {
+			delete(x.services, e.Service)
+		}
+	}
 }
 
 func (x *index) add(e *Entry) {
@@ -30,10 +94,13 @@ func (x *index) add(e *Entry) {
 		keys = make(map[string]*Entry, 1)
 		bases[base] = keys
 	}
-	if _, ok := keys[e.Key]; !ok {
+	if old, ok := keys[e.Key]; !ok {
 		x.n++
+	} else if old != e {
+		x.untag(old) // replaced: its tags must not find (and purge) the new entry's key
 	}
 	keys[e.Key] = e
+	x.tag(e)
 }
 
 // remove drops e if it is still the indexed entry for its key; it reports whether it was.
@@ -49,14 +116,8 @@ func (x *index) remove(e *Entry) bool {
 	if keys[e.Key] != e {
 		return false
 	}
-	delete(keys, e.Key)
-	x.n--
-	if len(keys) == 0 {
-		delete(bases, base)
-		if len(bases) == 0 {
-			delete(x.services, e.Service)
-		}
-	}
+	x.untag(e)
+	x.unindex(e)
 	return true
 }
 
@@ -81,6 +142,7 @@ func (x *index) take(service, prefix string) []*Entry {
 			for _, e := range keys {
 				if underPrefix(e.URL, prefix) {
 					out = append(out, e)
+					x.untag(e)
 					delete(keys, e.Key)
 					x.n--
 				}
@@ -105,6 +167,7 @@ func (x *index) takeBase(service, base string) []*Entry {
 	out := make([]*Entry, 0, len(keys))
 	for _, e := range keys {
 		out = append(out, e)
+		x.untag(e)
 		x.n--
 	}
 	delete(bases, base)

@@ -43,6 +43,8 @@ type Variant struct {
 	// Private is set for an entry stored for a request with Authorization: only the same credential
 	// reaches it.
 	Private bool `json:"private,omitempty"`
+	// Tags are the tags that index the entry (Options.TagHeaders).
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Inspect reports what the local tier holds for target (an upstream-relative path with an optional
@@ -71,6 +73,7 @@ func (c *Cache) Inspect(service, target string) Inspection {
 			LastModified:                e.Header.Get("Last-Modified"),
 			Stored:                      e.ResponseTime.UTC(),
 			Private:                     hasAuthPart(e),
+			Tags:                        e.tags,
 		})
 	}
 	slices.SortFunc(out.Variants, func(a, b Variant) int { return a.Stored.Compare(b.Stored) })

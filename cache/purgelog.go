@@ -10,11 +10,12 @@ import (
 // never a stale answer.
 const purgeLogSize = 1024
 
-// purgeEvent is one purge (service and path prefix; "" = all) or one invalidation (service and the
-// base keys it removed).
+// purgeEvent is one purge (service and path prefix; "" = all), one purge by tag (service and tags)
+// or one invalidation (service and the base keys it removed).
 type purgeEvent struct {
 	service string
 	prefix  string
+	tags    []string // non-nil: a purge of the entries with one of these tags
 	bases   [][]byte // non-nil: an invalidation of these base keys
 }
 
@@ -22,6 +23,9 @@ type purgeEvent struct {
 func (ev *purgeEvent) covers(e *Entry) bool {
 	if ev.service != "" && ev.service != e.Service {
 		return false
+	}
+	if ev.tags != nil {
+		return e.hasTag(ev.tags)
 	}
 	if ev.bases == nil {
 		return underPrefix(e.URL, ev.prefix)

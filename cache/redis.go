@@ -39,6 +39,8 @@ import (
 //	                    m = Vary marker), so ZRANGEBYLEX finds a path prefix or one base key exactly
 //	P:x:<service>       ZSET, the same members scored by expiry (Redis TIME, ms): trims both indexes
 //	P:services          SET of service names, for purge-all
+//	P:t:<tag>           SET of "<service>\x01<index member>" of the entries carrying the tag, its TTL
+//	                    the longest of theirs (members of expired entries leave with the set)
 //	P:purge             pub/sub channel: JSON purge / invalidate messages between instances
 //
 // Writes and purges are Lua scripts (one round trip, atomic), so the indexes never drift from the
@@ -99,14 +101,15 @@ const (
 	purgeTimeout        = 10 * time.Second
 )
 
-// storeScript stores 1 or 2 entries (a response and its Vary marker) and indexes them, then trims
-// expired index members. KEYS: lex index, expiry index, services set, entry keys...; ARGV: service,
-// then per entry: value, ttl ms, index member, keep (1: never shorten the key's current TTL).
+// storeScript stores 1 or 2 entries (a response and its Vary marker) and indexes them (by URL and
+// by tag), then trims expired index members. KEYS: lex index, expiry index, services set, entry
+// keys...; ARGV: service, tag key prefix, then per entry: value, ttl ms, index member, keep (1: never
+// shorten the key's current TTL), tags (newline-separated, "" for none).
 var storeScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 4, #KEYS do
-  local a = 2 + (i - 4) * 4
+  local a = 3 + (i - 4) * 5
   local ttl = tonumber(ARGV[a + 1])
   if ARGV[a + 3] == '1' then
     local p = redis.call('PTTL', KEYS[i])
@@ -115,6 +118,15 @@ for i = 4, #KEYS do
   redis.call('SET', KEYS[i], ARGV[a], 'PX', ttl)
   redis.call('ZADD', KEYS[1], 0, ARGV[a + 2])
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[a + 2])
+  if ARGV[a + 4] ~= '' then
+    local m = ARGV[1] .. '\1' .. ARGV[a + 2]
+    for tag in string.gmatch(ARGV[a + 4], '[^\n]+') do
+      local tk = ARGV[2] .. tag
+      redis.call('SADD', tk, m)
+      local p = redis.call('PTTL', tk)
+      if p == -1 or p < ttl then redis.call('PEXPIRE', tk, ttl) end
+    end
+  end
 end
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
 if #old > 0 then
@@ -141,6 +153,30 @@ if #ms > 0 then
   redis.call('ZREM', KEYS[2], unpack(ms))
 end
 return {#ms, resp}
+`)
+
+// tagPurgeScript removes the entries whose members the tag set KEYS[1] holds, of service ARGV[2] only
+// unless it is "", from the entries and both indexes; ARGV[1] is the key prefix. Returns the
+// responses removed.
+var tagPurgeScript = redis.NewScript(`
+local ms = redis.call('SMEMBERS', KEYS[1])
+local resp = 0
+for _, m in ipairs(ms) do
+  local sep = string.find(m, '\1', 1, true)
+  if sep then
+    local svc = string.sub(m, 1, sep - 1)
+    local lm = string.sub(m, sep + 1)
+    if ARGV[2] == '' or ARGV[2] == svc then
+      if redis.call('UNLINK', ARGV[1] .. 'e:' .. svc .. ':' .. string.sub(lm, -49, -2)) == 1 and string.sub(lm, -1) == 'e' then
+        resp = resp + 1
+      end
+      redis.call('ZREM', ARGV[1] .. 'l:' .. svc, lm)
+      redis.call('ZREM', ARGV[1] .. 'x:' .. svc, lm)
+      redis.call('SREM', KEYS[1], m)
+    end
+  end
+end
+return resp
 `)
 
 // redisTier is the shared second tier of a Cache.
@@ -191,6 +227,7 @@ type redisMsg struct {
 	Op      string   `json:"op"` // "purge" or "invalidate"
 	Service string   `json:"service"`
 	Prefix  string   `json:"prefix,omitempty"`
+	Tags    []string `json:"tags,omitempty"`  // "tags": a purge by tag
 	Bases   [][]byte `json:"bases,omitempty"` // base keys (invalidate)
 }
 
@@ -463,6 +500,7 @@ func (t *redisTier) lexKey(service string) string { return t.prefix + "l:" + ser
 func (t *redisTier) expKey(service string) string { return t.prefix + "x:" + service }
 func (t *redisTier) servicesKey() string          { return t.prefix + "services" }
 func (t *redisTier) channel() string              { return t.prefix + "purge" }
+func (t *redisTier) tagKey(tag string) string      { return t.prefix + "t:" + tag }
 
 // lookup is the request path after a local miss: it asks Redis for the key in buf (a primary key,
 // or a variant key when the local tier had the Vary marker), fills the local tier with what it finds
@@ -604,7 +642,7 @@ func (t *redisTier) write(w redisWrite) {
 	service := e.Service
 	ttl := w.ttl.Milliseconds()
 	keys := []string{t.lexKey(service), t.expKey(service), t.servicesKey()}
-	args := []any{service}
+	args := []any{service, t.tagKey("")}
 	var written []string
 	for _, x := range []*Entry{e, w.marker} {
 		if x == nil {
@@ -620,7 +658,7 @@ func (t *redisTier) write(w redisWrite) {
 		if x.Marker {
 			keep = "1"
 		}
-		args = append(args, val, ttl, t.member(x, suffix), keep)
+		args = append(args, val, ttl, t.member(x, suffix), keep, strings.Join(x.tags, "\n"))
 		written = append(written, rk)
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, t.opts.DialTimeout+t.opts.WriteTimeout+t.opts.ReadTimeout)
@@ -702,6 +740,31 @@ func (t *redisTier) purge(service, prefix string) int {
 	}
 	t.purged.Add(int64(n))
 	t.publish(ctx, redisMsg{From: t.id, Op: "purge", Service: service, Prefix: prefix})
+	return n
+}
+
+// purgeTags removes the entries of service ("" = all) carrying one of tags from Redis and tells the
+// other instances to drop them from their local tiers. It returns the responses removed from Redis.
+func (t *redisTier) purgeTags(service string, tags []string) int {
+	t.epoch.Add(1)
+	if !t.up.Load() {
+		t.c.log.Warn("redis cache tier down: tag purge not applied to redis nor other instances",
+			zap.String("service", service), zap.Strings("tags", tags))
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, purgeTimeout)
+	defer cancel()
+	n := 0
+	for _, tag := range tags {
+		res, err := tagPurgeScript.Run(ctx, t.client, []string{t.tagKey(tag)}, t.prefix, service).Int64()
+		if err != nil {
+			t.fail(ctx, fmt.Errorf("tag purge: %w", err))
+			return n
+		}
+		n += int(res)
+	}
+	t.purged.Add(int64(n))
+	t.publish(ctx, redisMsg{From: t.id, Op: "tags", Service: service, Tags: tags})
 	return n
 }
 
@@ -843,6 +906,12 @@ func (t *redisTier) handle(payload string) {
 	case "invalidate":
 		t.epoch.Add(1)
 		t.c.invalidateLocal(m.Service, m.Bases)
+	case "tags":
+		if len(m.Tags) == 0 {
+			return // never "everything"
+		}
+		t.epoch.Add(1)
+		t.c.purgeTagsLocal(m.Service, m.Tags)
 	default:
 		return
 	}

@@ -445,3 +445,47 @@ func TestRedisSharedHitRatio(t *testing.T) {
 		t.Errorf("two instances hit %.3f, one %.3f: below 0.9×", two, one)
 	}
 }
+
+// TestRedisTagPurgeReachesEveryInstance: a purge by tag on one instance removes the tagged entries
+// (every variant) from Redis and from the other instance's local tier, and leaves the others.
+func TestRedisTagPurgeReachesEveryInstance(t *testing.T) {
+	rs := startRedis(t)
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Language")
+		if strings.HasPrefix(r.URL.Path, "/p7") {
+			w.Header().Set("Surrogate-Key", "product-7")
+		}
+		_, _ = w.Write([]byte(r.URL.Path))
+	})
+	a := newRedisCache(t, nil, rs, Options{})
+	b := newRedisCache(t, nil, rs, Options{})
+	rc := rs.client(t)
+	ctx := context.Background()
+	paths := []string{"/p7/a", "/p7/b", "/other"}
+	for _, p := range paths {
+		do(t, a, o.fetch(), "GET", p, "Accept-Language", "en")
+	}
+	waitWrites(t, a, 3)
+	for _, p := range paths { // b holds them locally now
+		if _, res, _ := do(t, b, o.fetch(), "GET", p, "Accept-Language", "en"); res != ResultHit {
+			t.Fatalf("b %s: %v", p, res)
+		}
+	}
+	if members, _ := rc.SMembers(ctx, "t:t:product-7").Result(); len(members) != 2 {
+		t.Fatalf("tag set: %q, want the 2 tagged variants", members)
+	}
+	if n := a.PurgeTags("", []string{"product-7"}); n != 2 {
+		t.Fatalf("PurgeTags = %d, want 2", n)
+	}
+	if n, _ := rc.Exists(ctx, "t:t:product-7").Result(); n != 0 {
+		t.Fatal("the tag set survived its purge")
+	}
+	testutil.Eventually(t, "b to receive the tag purge", func() bool { return b.Stats().Redis.Received >= 1 })
+	for _, p := range paths {
+		_, res, _ := do(t, b, o.fetch(), "GET", p, "Accept-Language", "en", "Cache-Control", "only-if-cached")
+		if hit, want := res == ResultHit, p == "/other"; hit != want {
+			t.Errorf("b %s after the tag purge: hit %v, want %v", p, hit, want)
+		}
+	}
+}

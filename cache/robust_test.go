@@ -298,6 +298,10 @@ func TestStoreAfterPurge(t *testing.T) {
 		{"purge other service", func(c *Cache, _ Fetch) { c.Purge("other", "") }, true},
 		{"purge sibling path", func(c *Cache, _ Fetch) { c.Purge("svc", "/item2") }, true},
 		{"post other url", func(c *Cache, f Fetch) { do(t, c, f, "POST", "/elsewhere") }, true},
+		{"purge its tag", func(c *Cache, _ Fetch) { c.PurgeTags("", []string{"item-1"}) }, false},
+		{"purge its tag in its service", func(c *Cache, _ Fetch) { c.PurgeTags("svc", []string{"x", "items"}) }, false},
+		{"purge another tag", func(c *Cache, _ Fetch) { c.PurgeTags("", []string{"item-2"}) }, true},
+		{"purge its tag in another service", func(c *Cache, _ Fetch) { c.PurgeTags("other", []string{"item-1"}) }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,6 +318,7 @@ func TestStoreAfterPurge(t *testing.T) {
 				arrived <- struct{}{}
 				<-release
 				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("Surrogate-Key", "item-1 items")
 				_, _ = w.Write([]byte("before"))
 			})
 			c := newTestCache(t, nil, Options{})

@@ -384,7 +384,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			return ""
 		}
 		d := c.decideStore(r, rec.status, rec.header)
-		if d.ok && c.purgedSince(r, cl.service, since) {
+		if d.ok && c.purgedSince(r, cl.service, rec.header, since) {
 			// Storable, but a purge or invalidation came while it was fetched: it will not be
 			// stored (storeTTL), so neither record it nor claim it. Says nothing about the URL.
 			d = storeDecision{reason: ReasonPurged}
@@ -485,14 +485,16 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 }
 
 // purgedSince reports whether a purge or invalidation since the purge-log position since covers r's
-// URL (any variant, any credential): an answer to r fetched from before it would be refused.
-func (c *Cache) purgedSince(r *http.Request, service string, since uint64) bool {
+// URL (any variant, any credential) or a tag of its answer's header h: an answer to r fetched from
+// before it would be refused.
+func (c *Cache) purgedSince(r *http.Request, service string, h http.Header, since uint64) bool {
 	if c.purgeSeq() == since {
 		return false
 	}
 	q := c.keyQuery(service, r.URL.RawQuery)
 	base := appendBaseKey(nil, r.Host, service, pathOf(r), q)
-	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base)}
+	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base),
+		tags: parseTags(h, c.tagHeaders())}
 	c.storeMu.RLock()
 	defer c.storeMu.RUnlock()
 	return c.purges.covers(&probe, since)
