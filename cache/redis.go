@@ -500,7 +500,7 @@ func (t *redisTier) lexKey(service string) string { return t.prefix + "l:" + ser
 func (t *redisTier) expKey(service string) string { return t.prefix + "x:" + service }
 func (t *redisTier) servicesKey() string          { return t.prefix + "services" }
 func (t *redisTier) channel() string              { return t.prefix + "purge" }
-func (t *redisTier) tagKey(tag string) string      { return t.prefix + "t:" + tag }
+func (t *redisTier) tagKey(tag string) string     { return t.prefix + "t:" + tag }
 
 // lookup is the request path after a local miss: it asks Redis for the key in buf (a primary key,
 // or a variant key when the local tier had the Vary marker), fills the local tier with what it finds
