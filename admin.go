@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-gateway/caddy-gateway/cache"
 	"github.com/caddy-gateway/caddy-gateway/metrics"
 )
 
@@ -259,10 +260,11 @@ func (adminAPI) pools(w http.ResponseWriter, _ *http.Request, gws []*Gateway) er
 // url.Values would drop a malformed pair (path=/%zz) or an empty value (service=) and so widen it to
 // the whole service, or to everything.
 func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) error {
-	service, path, err := purgeQuery(r.URL.RawQuery)
+	pq, err := purgeQuery(r.URL.RawQuery)
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
+	service := pq.service
 	if service != "" && !slices.ContainsFunc(gws, func(g *Gateway) bool { return g.services[service] != nil }) {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown service %q", service)}
 	}
@@ -274,37 +276,74 @@ func (adminAPI) purge(w http.ResponseWriter, r *http.Request, gws []*Gateway) er
 		if service != "" && g.services[service] == nil {
 			continue
 		}
-		removed += g.cache.Purge(service, path)
+		if pq.tags != nil {
+			removed += g.cache.PurgeTags(service, pq.tags)
+		} else {
+			removed += g.cache.Purge(service, pq.path)
+		}
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"removed": removed, "service": service, "path": path})
+	out := map[string]any{"removed": removed, "service": service, "path": pq.path}
+	if pq.tags != nil {
+		out["tags"] = pq.tags
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
-// purgeQuery reads the service and path a purge names from a raw query: nothing else, each at most once; service,
-// when given, not empty; path, when given, an absolute path and only with a service.
-func purgeQuery(raw string) (service, path string, err error) {
+// maxPurgeTags bounds the tags one purge may name.
+const maxPurgeTags = 64
+
+// purgeParams is what a purge names: a service or all, and within it a path
+// prefix, or tags.
+type purgeParams struct {
+	service, path string
+	tags          []string // non-nil: a purge by tag
+}
+
+// purgeQuery reads what a purge names from a raw query: service and path at
+// most once each, tag up to maxPurgeTags times, and name (the gateway, read
+// by selectGateways); nothing else. A service, when given, is not empty; a
+// path is absolute and needs a service; a tag is a valid tag and excludes a
+// path. Whatever is wrong is an error, never a wider purge.
+func purgeQuery(raw string) (purgeParams, error) {
+	var p purgeParams
 	q, err := url.ParseQuery(raw)
 	if err != nil {
-		return "", "", fmt.Errorf("invalid query: %w", err)
+		return p, fmt.Errorf("invalid query: %w", err)
 	}
 	for k, vs := range q {
 		switch {
-		case k != "service" && k != "path":
-			// a misspelt path=… must not widen the purge to the whole service
-			return "", "", fmt.Errorf("unknown parameter %q: only service and path", k)
-		case len(vs) > 1:
-			return "", "", fmt.Errorf("%s given %d times", k, len(vs))
+		case k != "service" && k != "path" && k != "tag" && k != "name":
+			// a misspelt path=… or tag=… must not widen the purge
+			return p, fmt.Errorf("unknown parameter %q: only service, path, tag and name", k)
+		case k == "tag" && len(vs) > maxPurgeTags:
+			return p, fmt.Errorf("%d tags: at most %d in one purge", len(vs), maxPurgeTags)
+		case k != "tag" && len(vs) > 1:
+			return p, fmt.Errorf("%s given %d times", k, len(vs))
 		}
 	}
-	service, path = q.Get("service"), q.Get("path")
+	p.service, p.path = q.Get("service"), q.Get("path")
 	switch {
-	case q.Has("service") && service == "":
-		return "", "", fmt.Errorf("empty service: omit it to purge every service")
-	case q.Has("path") && !strings.HasPrefix(path, "/"):
-		return "", "", fmt.Errorf("path %q must start with '/': omit it to purge the whole service", path)
-	case q.Has("path") && service == "":
-		return "", "", fmt.Errorf("path needs service")
+	case q.Has("service") && p.service == "":
+		return p, fmt.Errorf("empty service: omit it to purge every service")
+	case q.Has("path") && !strings.HasPrefix(p.path, "/"):
+		return p, fmt.Errorf("path %q must start with '/': omit it to purge the whole service", p.path)
+	case q.Has("path") && p.service == "":
+		return p, fmt.Errorf("path needs service")
+	case q.Has("tag") && q.Has("path"):
+		return p, fmt.Errorf("tag and path cannot be combined: a tag purge takes every URL with the tag")
 	}
-	return service, path, nil
+	if q.Has("tag") {
+		p.tags = make([]string, 0, len(q["tag"]))
+		for _, t := range q["tag"] {
+			if !cache.ValidTag(t) {
+				return purgeParams{}, fmt.Errorf("invalid tag %q: want 1 to %d printable characters without spaces or commas", t, cache.MaxTagLen)
+			}
+			if !slices.Contains(p.tags, t) {
+				p.tags = append(p.tags, t)
+			}
+		}
+	}
+	return p, nil
 }
 
 // Interface guard

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -31,6 +33,13 @@ type CacheConfig struct {
 	// Keys shape the cache key per service (service name → rules; "*" for
 	// every service without its own). Default: the whole path and query.
 	Keys map[string]*CacheKeyConfig `json:"keys,omitempty"`
+	// TagHeaders are the answer fields whose tags (separated by commas or
+	// white space) index the stored answer, for DELETE /gateway/cache?tag=.
+	// Default: Surrogate-Key and Cache-Tag.
+	TagHeaders []string `json:"tag_headers,omitempty"`
+	// KeepTagHeaders passes the tag fields on to clients. Default false: they
+	// are removed from every answer of a gateway with a cache.
+	KeepTagHeaders bool `json:"keep_tag_headers,omitempty"`
 	// Redis adds a shared second tier that several Caddy instances use:
 	// local miss → Redis → upstream; purges reach every instance.
 	Redis *RedisConfig `json:"redis,omitempty"`
@@ -48,6 +57,8 @@ type CacheConfig struct {
 //		key [<service>] {
 //			<see CacheKeyConfig>
 //		}
+//		tag_headers <field>...
+//		keep_tag_headers
 //		redis <url> {
 //			<see RedisConfig>
 //		}
@@ -72,6 +83,22 @@ func (c *CacheConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = cfgparse.Duration(d, &c.StaleIfError)
 		case "key":
 			err = c.unmarshalKey(d)
+		case "tag_headers":
+			fields := d.RemainingArgs()
+			if len(fields) == 0 {
+				return d.ArgErr()
+			}
+			for _, f := range fields {
+				if !validFieldName(f) {
+					return d.Errf("cache: tag_headers: %q is not a header field name", f)
+				}
+				c.TagHeaders = append(c.TagHeaders, http.CanonicalHeaderKey(f))
+			}
+		case "keep_tag_headers":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.KeepTagHeaders = true
 		case "redis":
 			if c.Redis != nil {
 				return d.Err("cache: redis declared twice")
@@ -93,6 +120,11 @@ func (c *CacheConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 func (c *CacheConfig) Validate(services map[string]bool) error {
 	if c.MaxSize < 0 || c.MaxItemSize < 0 || c.DefaultTTL < 0 || c.StaleWhileRevalidate < 0 || c.StaleIfError < 0 {
 		return fmt.Errorf("cache: sizes and durations must not be negative")
+	}
+	for _, f := range c.TagHeaders {
+		if !validFieldName(f) {
+			return fmt.Errorf("cache: tag_headers: %q is not a header field name", f)
+		}
 	}
 	for svc, k := range c.Keys {
 		if svc != AllServices && !services[svc] {
@@ -117,6 +149,7 @@ func (c *CacheConfig) Validate(services map[string]bool) error {
 func (c *CacheConfig) options(services []string) cache.Options {
 	return cache.Options{
 		Keys:                 c.keyRules(services),
+		TagHeaders:           c.tagHeaders(),
 		Redis:                c.Redis.options(),
 		MaxSize:              c.MaxSize,
 		MaxItemSize:          c.MaxItemSize,
@@ -124,6 +157,44 @@ func (c *CacheConfig) options(services []string) cache.Options {
 		StaleWhileRevalidate: time.Duration(c.StaleWhileRevalidate),
 		StaleIfError:         time.Duration(c.StaleIfError),
 	}
+}
+
+// tagHeaders are the canonical tag fields (nil: the cache's defaults).
+func (c *CacheConfig) tagHeaders() []string {
+	if len(c.TagHeaders) == 0 {
+		return nil
+	}
+	out := make([]string, len(c.TagHeaders))
+	for i, f := range c.TagHeaders {
+		out[i] = http.CanonicalHeaderKey(f)
+	}
+	return out
+}
+
+// strippedHeaders are the fields removed from every answer to clients: the
+// tag fields, unless KeepTagHeaders.
+func (c *CacheConfig) strippedHeaders() []string {
+	if c.KeepTagHeaders {
+		return nil
+	}
+	if f := c.tagHeaders(); f != nil {
+		return f
+	}
+	return cache.DefaultTagHeaders
+}
+
+// validFieldName reports whether f is an HTTP field name (RFC 9110 token).
+func validFieldName(f string) bool {
+	if f == "" {
+		return false
+	}
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", rune(c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // Interface guard

@@ -169,6 +169,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			_ = g.Cleanup()
 			return err
 		}
+		stripped := g.Cache.strippedHeaders()
+		for _, rt := range g.routes {
+			rt.stripped = stripped
+		}
 		c := g.cache
 		g.drops = append(g.drops, collectors.SetCacheSize(g.cacheKey, func() (int64, int64) {
 			st := c.Stats()

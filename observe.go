@@ -33,11 +33,14 @@ var observerPool = caddy.NewUsagePool()
 // once at provision so the request path does no map or label lookups
 // beyond the service name.
 type route struct {
-	cache   cache.Route // what the cache is handed for this service (Fetch: forward)
-	svc     *upstream.Service
-	metrics *metrics.ServiceMetrics
-	stats   *metrics.ServiceStats
-	latency atomic.Pointer[metrics.Series] // all requests of the service, created on first use
+	cache cache.Route // what the cache is handed for this service (Fetch: forward)
+	// stripped are the answer fields removed before an answer reaches the
+	// client: the cache's tag fields (CacheConfig.strippedHeaders).
+	stripped []string
+	svc      *upstream.Service
+	metrics  *metrics.ServiceMetrics
+	stats    *metrics.ServiceStats
+	latency  atomic.Pointer[metrics.Series] // all requests of the service, created on first use
 	// byResult holds the per-cache-result series, indexed by cache.Result,
 	// created on first use: most services see only a few results, and a
 	// sketch costs kilobytes (10,000 services × 6 results added up).
@@ -109,7 +112,7 @@ func (ex *exchange) Header() http.Header { return ex.w.Header() }
 
 func (ex *exchange) WriteHeader(code int) {
 	if code >= 200 {
-		ex.body.CloseIfUnread(ex.w.Header())
+		ex.finalHeader()
 	}
 	if ex.status == 0 || ex.status < 200 {
 		ex.status = code
@@ -119,10 +122,21 @@ func (ex *exchange) WriteHeader(code int) {
 
 func (ex *exchange) Write(p []byte) (int, error) {
 	if ex.status == 0 {
-		ex.body.CloseIfUnread(ex.w.Header())
+		ex.finalHeader()
 		ex.status = http.StatusOK
 	}
 	return ex.w.Write(p)
+}
+
+// finalHeader completes the final answer's header as it goes out: the
+// connection closes when the request body is left unread, and the tag
+// fields are removed.
+func (ex *exchange) finalHeader() {
+	h := ex.w.Header()
+	ex.body.CloseIfUnread(h)
+	for _, f := range ex.rt.stripped {
+		delete(h, f)
+	}
 }
 
 // Flush lets streamed answers (event streams) reach the client at once.
