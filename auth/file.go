@@ -89,6 +89,7 @@ type fileValue struct {
 	mu           sync.Mutex // serializes checks; guards the fields below
 	stamp        fileStamp
 	reads        int64
+	readAt       time.Time // the last successful read
 	failures     int64
 	failingSince time.Time
 	lastErr      string
@@ -198,6 +199,7 @@ func (f *fileValue) load() *fileError {
 	f.cur.Store(&v)
 	f.stamp = st
 	f.reads++
+	f.readAt = f.now()
 	if old != nil && *old != v {
 		f.logger.Info(f.what + " changed; using its new content")
 	}
@@ -231,7 +233,7 @@ func (f *fileValue) recheck() {
 func (f *fileValue) state() State {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := State{Kind: KindFile, State: StateOK, Fetches: f.reads, Failures: f.failures}
+	s := State{Kind: KindFile, State: StateOK, Fetches: f.reads, Failures: f.failures, RefreshedAt: optionalTime(f.readAt)}
 	if f.lastErr != "" {
 		s.State = StateFailing
 		s.FailingSince = optionalTime(f.failingSince)

@@ -109,8 +109,9 @@ func TestFileRotation(t *testing.T) {
 				}
 				prev = want
 			}
-			if st := s.State(); st.State != StateOK || st.Fetches != int64(1+len(tt.rotate)) || st.Kind != KindFile {
-				t.Fatalf("state = %+v", st)
+			if st := s.State(); st.State != StateOK || st.Fetches != int64(1+len(tt.rotate)) || st.Kind != KindFile ||
+				st.RefreshedAt == nil || !st.RefreshedAt.Equal(clk.Now()) {
+				t.Fatalf("state = %+v (refreshed at %v, want the last read at %v)", st, st.RefreshedAt, clk.Now())
 			}
 		})
 	}

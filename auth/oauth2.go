@@ -407,7 +407,7 @@ func (s *oauth2Source) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	st := State{Kind: KindOAuth2, State: StateOK, Fetches: s.fetches, Failures: s.failures}
+	st := State{Kind: KindOAuth2, State: StateOK, Fetches: s.fetches, Failures: s.failures, RefreshedAt: optionalTime(s.obtained)}
 	switch {
 	case s.consecutive > 0:
 		st.State = StateFailing

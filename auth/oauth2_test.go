@@ -155,7 +155,8 @@ func TestOAuth2ConcurrentCallersShareOneFetch(t *testing.T) {
 		t.Fatalf("requests = %d, want 1", got)
 	}
 	st := s.State()
-	if st.State != StateOK || st.Fetches != 1 || st.ExpiresInSeconds == nil || *st.ExpiresInSeconds < 3500 {
+	if st.State != StateOK || st.Fetches != 1 || st.ExpiresInSeconds == nil || *st.ExpiresInSeconds < 3500 ||
+		st.RefreshedAt == nil || time.Since(*st.RefreshedAt) > time.Minute {
 		t.Fatalf("state = %+v", st)
 	}
 }

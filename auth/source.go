@@ -83,6 +83,9 @@ type State struct {
 	Fetches int64 `json:"fetches"`
 	// Failures counts failed fetches or re-reads.
 	Failures int64 `json:"failures"`
+	// RefreshedAt is when the token in use was obtained (OAuth2) or the
+	// file last read; absent for a static token or before the first.
+	RefreshedAt *time.Time `json:"refreshed_at,omitempty"`
 }
 
 // Error is what Token returns when it has no usable token. Status is the
