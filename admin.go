@@ -55,14 +55,14 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 			return fn(w, r, gws)
 		})}
 	}
-	return []caddy.AdminRoute{
+	return append([]caddy.AdminRoute{
 		route("/gateway/stats", http.MethodGet, a.stats),
 		route("/gateway/profile", http.MethodGet, a.profile),
 		route("/gateway/memory", http.MethodGet, a.memory),
 		route("/gateway/health", http.MethodGet, a.health),
 		route("/gateway/pools", http.MethodGet, a.pools),
 		route("/gateway/cache", http.MethodDelete, a.purge, methodHandler{http.MethodGet, a.inspect}),
-	}
+	}, uiRoutes()...)
 }
 
 // adminHandler answers an admin request about the gateways it selects.

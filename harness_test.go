@@ -32,11 +32,12 @@ var caddyMu sync.Mutex
 
 // instance is a running Caddy config under test.
 type instance struct {
-	t       testing.TB
-	port    int    // the gateway site's port
-	admin   int    // the admin endpoint's port
-	logPath string // debug-level log of everything Caddy logged
-	client  *http.Client
+	t         testing.TB
+	port      int    // the gateway site's port
+	admin     int    // the admin endpoint's port
+	adminOpts string // the admin option's block, if any
+	logPath   string // debug-level log of everything Caddy logged
+	client    *http.Client
 }
 
 // portsHanded are the ports freePort gave out in this test run.
@@ -77,7 +78,17 @@ func adaptCaddyfile(t testing.TB, body string) ([]byte, error) {
 // returned instance is stopped when the test ends.
 func startCaddy(t testing.TB, gatewayBlock string) *instance {
 	t.Helper()
+	return startCaddyAdmin(t, "", gatewayBlock)
+}
+
+// startCaddyAdmin is startCaddy with a block for the admin global option
+// (its subdirectives, such as origins); %[1]d in it is the admin port.
+func startCaddyAdmin(t testing.TB, adminOpts, gatewayBlock string) *instance {
+	t.Helper()
 	in := &instance{t: t, port: freePort(t), admin: freePort(t), logPath: filepath.Join(t.TempDir(), "caddy.log")}
+	if adminOpts != "" {
+		in.adminOpts = " {\n" + fmt.Sprintf(adminOpts, in.admin) + "\n\t}"
+	}
 	caddyMu.Lock()
 	in.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
 	t.Cleanup(in.stop)
@@ -89,7 +100,7 @@ func startCaddy(t testing.TB, gatewayBlock string) *instance {
 func (in *instance) load(gatewayBlock string) {
 	in.t.Helper()
 	cf := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
+	admin 127.0.0.1:%d%s
 	log {
 		output file %s
 		format json
@@ -107,7 +118,7 @@ http://127.0.0.1:%d {
 	}
 	%s
 }
-`, in.admin, in.logPath, in.port, in.logPath, gatewayBlock)
+`, in.admin, in.adminOpts, in.logPath, in.port, in.logPath, gatewayBlock)
 	cfg, err := adaptCaddyfile(in.t, cf)
 	if err != nil {
 		in.t.Fatalf("adapting Caddyfile: %v\n%s", err, cf)
