@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
 )
 
@@ -30,55 +29,30 @@ import (
 // to every instance). A single pub/sub channel carrying "purge service/prefix" and "invalidate base
 // key" messages is what the local tier needs, and it is a few lines with go-redis.
 //
-// Layout in Redis (P = KeyPrefix):
+// Layout in Redis (P = KeyPrefix, S = a service name). Every key of a service carries the hash tag
+// {S}, so that on a Redis Cluster all of them live in one slot: a service's writes, purges and
+// invalidations are single-slot scripts, routed by go-redis to the master that owns the slot, and
+// purge-all is one script per service (from P:services). The price is that one service's entries
+// sit on one master; the services spread over all of them (docs/redis.md).
 //
-//	P:e:<service>:<h>   an encoded Entry (MarshalBinary, version byte first), PX = remaining
+//	P:{S}:e:<h>         an encoded Entry (MarshalBinary, version byte first), PX = remaining
 //	                    freshness + stale windows (+ revalidation time when it has a validator);
 //	                    h = hex(sha256(base key))[:16] + hex(sha256(full key))[:32]
-//	P:l:<service>       ZSET, all scores 0: members "<url>\x00<h><kind>" (kind e = response,
+//	P:{S}:l             ZSET, all scores 0: members "<url>\x00<h><kind>" (kind e = response,
 //	                    m = Vary marker), so ZRANGEBYLEX finds a path prefix or one base key exactly
-//	P:x:<service>       ZSET, the same members scored by expiry (Redis TIME, ms): trims both indexes
-//	P:services          SET of service names, for purge-all
-//	P:t:<tag>           SET of "<service>\x01<index member>" of the entries carrying the tag, its TTL
+//	P:{S}:x             ZSET, the same members scored by expiry (Redis TIME, ms): trims both indexes
+//	P:{S}:t:<tag>       SET of the index members of the service's entries carrying the tag; its TTL
 //	                    the longest of theirs (members of expired entries leave with the set)
+//	P:services          SET of service names, for purge-all and tag purges across services
 //	P:purge             pub/sub channel: JSON purge / invalidate messages between instances
 //
 // Writes and purges are Lua scripts (one round trip, atomic), so the indexes never drift from the
-// entries by more than an expiry. Scripts touch keys they compute, so this targets a standalone Redis
-// (or a primary behind Sentinel / a proxy), not Redis Cluster.
-
-// RedisOptions configure the shared Redis tier (Options.Redis). Zero values select the defaults.
-type RedisOptions struct {
-	// URL is redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path; go-redis'
-	// query options (e.g. ?dial_timeout=) are accepted too. Required.
-	URL string
-	// Password, when set, replaces the URL's (already resolved, e.g. from {env.REDIS_PASSWORD}).
-	Password string
-	// PoolSize is the number of connections kept per instance. Default 10 per GOMAXPROCS.
-	PoolSize int
-	// Timeout bounds what the tier may add to one request: a lookup (both round trips of a Vary
-	// lookup, waiting for a pooled connection and dialing included) or an invalidation after an
-	// unsafe method. When it expires the request continues without Redis. Default 50ms.
-	Timeout time.Duration
-	// DialTimeout bounds one connection attempt off the request path (probes, pub/sub, writes).
-	// Default 250ms.
-	DialTimeout time.Duration
-	// ReadTimeout and WriteTimeout are the socket deadlines of one command. Default Timeout.
-	ReadTimeout, WriteTimeout time.Duration
-	// KeyPrefix starts every key and the pub/sub channel; instances sharing entries must use the same
-	// one. Default "caddy-gateway".
-	KeyPrefix string
-	// BackoffMin and BackoffMax bound the time the tier is skipped after an error before a background
-	// probe (exponential, jittered; a tier that fails again soon after recovering continues where it
-	// left off). Defaults 100ms and 10s.
-	BackoffMin, BackoffMax time.Duration
-	// WriteQueue is how many stores may wait for the background writers; more are dropped (counted).
-	// Default 1024.
-	WriteQueue int
-}
+// entries by more than an expiry. The same layout serves a standalone server, a primary found
+// through Sentinel, and a Redis Cluster.
 
 // RedisStats describe the shared tier (Stats.Redis).
 type RedisStats struct {
+	Topology  string    `json:"topology"`             // standalone, cluster or sentinel
 	Up        bool      `json:"up"`                   // false while skipped after an error
 	DownSince time.Time `json:"down_since,omitzero"`  // when it was last marked down (while down)
 	Failures  int64     `json:"consecutive_failures"` // failed probes in the current outage
@@ -95,21 +69,20 @@ type RedisStats struct {
 }
 
 const (
-	defaultRedisTimeout = 50 * time.Millisecond
-	subscribeIdle       = 15 * time.Second // ping the pub/sub connection after this much silence
-	purgeBatch          = 500
-	purgeTimeout        = 10 * time.Second
+	subscribeIdle = 15 * time.Second // ping the pub/sub connection after this much silence
+	purgeBatch    = 500
+	purgeTimeout  = 10 * time.Second
 )
 
 // storeScript stores 1 or 2 entries (a response and its Vary marker) and indexes them (by URL and
-// by tag), then trims expired index members. KEYS: lex index, expiry index, services set, entry
-// keys...; ARGV: service, tag key prefix, then per entry: value, ttl ms, index member, keep (1: never
-// shorten the key's current TTL), tags (newline-separated, "" for none).
+// by tag), then trims expired index members. KEYS: lex index, expiry index, entry keys...; ARGV: the
+// service's tag key prefix, then per entry: value, ttl ms, index member, keep (1: never shorten the
+// key's current TTL), tags (newline-separated, "" for none). All keys are of one service (one slot).
 var storeScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 4, #KEYS do
-  local a = 3 + (i - 4) * 5
+for i = 3, #KEYS do
+  local a = 2 + (i - 3) * 5
   local ttl = tonumber(ARGV[a + 1])
   if ARGV[a + 3] == '1' then
     local p = redis.call('PTTL', KEYS[i])
@@ -119,10 +92,9 @@ for i = 4, #KEYS do
   redis.call('ZADD', KEYS[1], 0, ARGV[a + 2])
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[a + 2])
   if ARGV[a + 4] ~= '' then
-    local m = ARGV[1] .. '\1' .. ARGV[a + 2]
     for tag in string.gmatch(ARGV[a + 4], '[^\n]+') do
-      local tk = ARGV[2] .. tag
-      redis.call('SADD', tk, m)
+      local tk = ARGV[1] .. tag
+      redis.call('SADD', tk, ARGV[a + 2])
       local p = redis.call('PTTL', tk)
       if p == -1 or p < ttl then redis.call('PEXPIRE', tk, ttl) end
     end
@@ -133,8 +105,7 @@ if #old > 0 then
   redis.call('ZREM', KEYS[1], unpack(old))
   redis.call('ZREM', KEYS[2], unpack(old))
 end
-redis.call('SADD', KEYS[3], ARGV[1])
-return #KEYS - 3
+return #KEYS - 2
 `)
 
 // purgeScript removes up to ARGV[4] indexed entries whose member lies in the lex range ARGV[1]..ARGV[2]
@@ -155,27 +126,22 @@ end
 return {#ms, resp}
 `)
 
-// tagPurgeScript removes the entries whose members the tag set KEYS[1] holds, of service ARGV[2] only
-// unless it is "", from the entries and both indexes; ARGV[1] is the key prefix. Returns the
-// responses removed.
+// tagPurgeScript removes the entries whose index members the tag set KEYS[1] holds from the entries
+// and both indexes (KEYS[2] lex, KEYS[3] expiry), then the set; ARGV[1] is the service's entry key
+// prefix. Returns the responses removed. All keys are of one service (one slot).
 var tagPurgeScript = redis.NewScript(`
 local ms = redis.call('SMEMBERS', KEYS[1])
 local resp = 0
 for _, m in ipairs(ms) do
-  local sep = string.find(m, '\1', 1, true)
-  if sep then
-    local svc = string.sub(m, 1, sep - 1)
-    local lm = string.sub(m, sep + 1)
-    if ARGV[2] == '' or ARGV[2] == svc then
-      if redis.call('UNLINK', ARGV[1] .. 'e:' .. svc .. ':' .. string.sub(lm, -49, -2)) == 1 and string.sub(lm, -1) == 'e' then
-        resp = resp + 1
-      end
-      redis.call('ZREM', ARGV[1] .. 'l:' .. svc, lm)
-      redis.call('ZREM', ARGV[1] .. 'x:' .. svc, lm)
-      redis.call('SREM', KEYS[1], m)
-    end
+  if redis.call('UNLINK', ARGV[1] .. string.sub(m, -49, -2)) == 1 and string.sub(m, -1) == 'e' then
+    resp = resp + 1
   end
 end
+if #ms > 0 then
+  redis.call('ZREM', KEYS[2], unpack(ms))
+  redis.call('ZREM', KEYS[3], unpack(ms))
+end
+redis.call('UNLINK', KEYS[1])
 return resp
 `)
 
@@ -183,7 +149,7 @@ return resp
 type redisTier struct {
 	c      *Cache
 	opts   RedisOptions
-	client *redis.Client
+	client redis.UniversalClient
 	id     string // this instance, to ignore its own pub/sub messages
 	prefix string // KeyPrefix + ":"
 
@@ -232,61 +198,14 @@ type redisMsg struct {
 }
 
 func newRedisTier(c *Cache, o RedisOptions) (*redisTier, error) {
-	if o.URL == "" {
-		return nil, errors.New("cache: redis: URL is required")
-	}
-	ro, err := redis.ParseURL(o.URL)
+	o, err := o.withDefaults()
 	if err != nil {
-		return nil, fmt.Errorf("cache: redis: invalid URL: %w", redactURLError(err, o.URL))
+		return nil, err
 	}
-	if o.Timeout == 0 {
-		o.Timeout = defaultRedisTimeout
+	client, err := o.newClient()
+	if err != nil {
+		return nil, err
 	}
-	if o.DialTimeout == 0 {
-		o.DialTimeout = 250 * time.Millisecond
-	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = o.Timeout
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = o.Timeout
-	}
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = "caddy-gateway"
-	}
-	if o.BackoffMin == 0 {
-		o.BackoffMin = 100 * time.Millisecond
-	}
-	if o.BackoffMax == 0 {
-		o.BackoffMax = 10 * time.Second
-	}
-	if o.WriteQueue == 0 {
-		o.WriteQueue = 1024
-	}
-	switch {
-	case o.Timeout < 0 || o.DialTimeout < 0 || o.ReadTimeout < 0 || o.WriteTimeout < 0:
-		return nil, errors.New("cache: redis: timeouts must not be negative")
-	case o.PoolSize < 0 || o.WriteQueue < 0:
-		return nil, errors.New("cache: redis: pool_size and write queue must not be negative")
-	case o.BackoffMin <= 0 || o.BackoffMax < o.BackoffMin:
-		return nil, errors.New("cache: redis: backoff must be positive, min at most max")
-	}
-	if o.Password != "" {
-		ro.Password = o.Password
-	}
-	if o.PoolSize > 0 {
-		ro.PoolSize = o.PoolSize
-	}
-	ro.DialTimeout = o.DialTimeout
-	ro.ReadTimeout = o.ReadTimeout
-	ro.WriteTimeout = o.WriteTimeout
-	ro.PoolTimeout = o.Timeout
-	ro.ContextTimeoutEnabled = true // request contexts carry the Timeout deadline
-	ro.MaxRetries = -1              // a retry would exceed the budget; the next request tries again
-	ro.DialerRetries = 1
-	ro.DisableIdentity = true // no CLIENT SETINFO round trip on each new connection
-	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-
 	var rnd [8]byte
 	for i := range rnd {
 		rnd[i] = byte(rand.Uint32())
@@ -294,7 +213,7 @@ func newRedisTier(c *Cache, o RedisOptions) (*redisTier, error) {
 	t := &redisTier{
 		c:      c,
 		opts:   o,
-		client: redis.NewClient(ro),
+		client: client,
 		id:     hex.EncodeToString(rnd[:]),
 		prefix: o.KeyPrefix + ":",
 		kick:   make(chan struct{}, 1),
@@ -312,15 +231,6 @@ func newRedisTier(c *Cache, o RedisOptions) (*redisTier, error) {
 		t.spawn("redis writer", t.writer)
 	}
 	return t, nil
-}
-
-// redactURLError keeps a password in the URL out of an error message.
-func redactURLError(err error, url string) error {
-	msg := err.Error()
-	if i := strings.Index(url, "@"); i > 0 && strings.Contains(msg, url[:i]) {
-		msg = strings.ReplaceAll(msg, url[:i], "…")
-	}
-	return errors.New(msg)
 }
 
 // spawn runs loop in a goroutine that ends on close; a panic is logged and the loop restarted
@@ -377,6 +287,7 @@ func (t *redisTier) close() {
 
 func (t *redisTier) stats() *RedisStats {
 	s := &RedisStats{
+		Topology: t.opts.topology(),
 		Up:       t.up.Load(),
 		Hits:     t.hits.Load(),
 		Misses:   t.misses.Load(),
@@ -493,14 +404,20 @@ func (t *redisTier) entryKey(service string, key []byte, baseLen int) (rkey, suf
 	hex.Encode(h[:16], bh[:8])
 	hex.Encode(h[16:], fh[:16])
 	suffix = string(h[:])
-	return t.prefix + "e:" + service + ":" + suffix, suffix
+	return t.entryPrefix(service) + suffix, suffix
 }
 
-func (t *redisTier) lexKey(service string) string { return t.prefix + "l:" + service }
-func (t *redisTier) expKey(service string) string { return t.prefix + "x:" + service }
+// svcPrefix starts every key of service: the hash tag keeps them in one cluster slot.
+func (t *redisTier) svcPrefix(service string) string   { return t.prefix + "{" + service + "}:" }
+func (t *redisTier) entryPrefix(service string) string { return t.svcPrefix(service) + "e:" }
+
+func (t *redisTier) lexKey(service string) string { return t.svcPrefix(service) + "l" }
+func (t *redisTier) expKey(service string) string { return t.svcPrefix(service) + "x" }
 func (t *redisTier) servicesKey() string          { return t.prefix + "services" }
 func (t *redisTier) channel() string              { return t.prefix + "purge" }
-func (t *redisTier) tagKey(tag string) string     { return t.prefix + "t:" + tag }
+func (t *redisTier) tagKey(service, tag string) string {
+	return t.svcPrefix(service) + "t:" + tag
+}
 
 // lookup is the request path after a local miss: it asks Redis for the key in buf (a primary key,
 // or a variant key when the local tier had the Vary marker), fills the local tier with what it finds
@@ -641,8 +558,8 @@ func (t *redisTier) write(w redisWrite) {
 	e := w.entry
 	service := e.Service
 	ttl := w.ttl.Milliseconds()
-	keys := []string{t.lexKey(service), t.expKey(service), t.servicesKey()}
-	args := []any{service, t.tagKey("")}
+	keys := []string{t.lexKey(service), t.expKey(service)}
+	args := []any{t.tagKey(service, "")}
 	var written []string
 	for _, x := range []*Entry{e, w.marker} {
 		if x == nil {
@@ -664,6 +581,10 @@ func (t *redisTier) write(w redisWrite) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.opts.DialTimeout+t.opts.WriteTimeout+t.opts.ReadTimeout)
 	defer cancel()
 	if err := storeScript.Run(ctx, t.client, keys, args...).Err(); err != nil {
+		t.fail(ctx, err)
+		return
+	}
+	if err := t.client.SAdd(ctx, t.servicesKey(), service).Err(); err != nil {
 		t.fail(ctx, err)
 		return
 	}
@@ -726,7 +647,7 @@ func (t *redisTier) purge(service, prefix string) int {
 			lo, hi := lexRange(p)
 			for {
 				res, err := purgeScript.Run(ctx, t.client, []string{t.lexKey(svc), t.expKey(svc)},
-					lo, hi, t.prefix+"e:"+svc+":", purgeBatch).Int64Slice()
+					lo, hi, t.entryPrefix(svc), purgeBatch).Int64Slice()
 				if err != nil || len(res) != 2 {
 					t.fail(ctx, fmt.Errorf("purge: %v %w", res, err))
 					return n
@@ -754,14 +675,25 @@ func (t *redisTier) purgeTags(service string, tags []string) int {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, purgeTimeout)
 	defer cancel()
-	n := 0
-	for _, tag := range tags {
-		res, err := tagPurgeScript.Run(ctx, t.client, []string{t.tagKey(tag)}, t.prefix, service).Int64()
-		if err != nil {
-			t.fail(ctx, fmt.Errorf("tag purge: %w", err))
-			return n
+	services := []string{service}
+	if service == "" {
+		var err error
+		if services, err = t.client.SMembers(ctx, t.servicesKey()).Result(); err != nil {
+			t.fail(ctx, err)
+			return 0
 		}
-		n += int(res)
+	}
+	n := 0
+	for _, svc := range services {
+		for _, tag := range tags {
+			res, err := tagPurgeScript.Run(ctx, t.client, []string{t.tagKey(svc, tag), t.lexKey(svc), t.expKey(svc)},
+				t.entryPrefix(svc)).Int64()
+			if err != nil {
+				t.fail(ctx, fmt.Errorf("tag purge: %w", err))
+				return n
+			}
+			n += int(res)
+		}
 	}
 	t.purged.Add(int64(n))
 	t.publish(ctx, redisMsg{From: t.id, Op: "tags", Service: service, Tags: tags})
@@ -791,7 +723,7 @@ func (t *redisTier) invalidate(ctx context.Context, service string, refs []baseR
 		bh := sha256.Sum256(ref.base)
 		p := ref.url + "\x00" + hex.EncodeToString(bh[:8])
 		cmds = append(cmds, purgeScript.Eval(ctx, pipe, []string{t.lexKey(service), t.expKey(service)},
-			"["+p, "("+p+"~", t.prefix+"e:"+service+":", purgeBatch))
+			"["+p, "("+p+"~", t.entryPrefix(service), purgeBatch))
 		msg.Bases = append(msg.Bases, ref.base)
 	}
 	payload, _ := json.Marshal(msg)

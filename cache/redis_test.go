@@ -139,7 +139,7 @@ func TestRedisPurgeReachesEveryInstance(t *testing.T) {
 	if n := a.Purge("svc", "/v1/"); n != 2 {
 		t.Fatalf("Purge = %d, want 2", n)
 	}
-	keys, _ := rc.Keys(ctx, "t:e:*").Result()
+	keys, _ := rc.Keys(ctx, "t:{*}:e:*").Result()
 	if len(keys) != 1 {
 		t.Fatalf("redis keys after purge: %q", keys)
 	}
@@ -167,10 +167,10 @@ func TestRedisPurgeReachesEveryInstance(t *testing.T) {
 	// Purge everything.
 	waitWrites(t, a, 4)
 	a.Purge("", "")
-	if keys, _ := rc.Keys(ctx, "t:e:*").Result(); len(keys) != 0 {
+	if keys, _ := rc.Keys(ctx, "t:{*}:e:*").Result(); len(keys) != 0 {
 		t.Fatalf("redis keys after purge all: %q", keys)
 	}
-	for _, k := range []string{"t:l:svc", "t:x:svc"} {
+	for _, k := range []string{"t:{svc}:l", "t:{svc}:x"} {
 		if n, _ := rc.ZCard(ctx, k).Result(); n != 0 {
 			t.Fatalf("%s still has %d members", k, n)
 		}
@@ -191,7 +191,7 @@ func TestRedisCorruptValue(t *testing.T) {
 	do(t, a, o.fetch(), "GET", "/x")
 	do(t, a, o.fetch(), "GET", "/y")
 	waitWrites(t, a, 2)
-	keys, err := rc.Keys(ctx, "t:e:svc:*").Result()
+	keys, err := rc.Keys(ctx, "t:{svc}:e:*").Result()
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("keys %q %v", keys, err)
 	}
@@ -309,7 +309,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	do(t, caches[0], o.fetch(), "GET", "/after-restart")
 	waitWrites(t, caches[0], writes+1)
 	rc := rs.client(t)
-	keys, _ := rc.Keys(context.Background(), "t:e:svc:*").Result()
+	keys, _ := rc.Keys(context.Background(), "t:{svc}:e:*").Result()
 	found := false
 	for _, k := range keys {
 		v, _ := rc.Get(context.Background(), k).Bytes()
@@ -472,13 +472,13 @@ func TestRedisTagPurgeReachesEveryInstance(t *testing.T) {
 			t.Fatalf("b %s: %v", p, res)
 		}
 	}
-	if members, _ := rc.SMembers(ctx, "t:t:product-7").Result(); len(members) != 2 {
+	if members, _ := rc.SMembers(ctx, "t:{svc}:t:product-7").Result(); len(members) != 2 {
 		t.Fatalf("tag set: %q, want the 2 tagged variants", members)
 	}
 	if n := a.PurgeTags("", []string{"product-7"}); n != 2 {
 		t.Fatalf("PurgeTags = %d, want 2", n)
 	}
-	if n, _ := rc.Exists(ctx, "t:t:product-7").Result(); n != 0 {
+	if n, _ := rc.Exists(ctx, "t:{svc}:t:product-7").Result(); n != 0 {
 		t.Fatal("the tag set survived its purge")
 	}
 	testutil.Eventually(t, "b to receive the tag purge", func() bool { return b.Stats().Redis.Received >= 1 })

@@ -610,7 +610,7 @@ func TestRedisPurgeSegmentBoundary(t *testing.T) {
 	if n := a.Purge("svc", "/x"); n != 3 {
 		t.Fatalf("Purge = %d, want 3", n)
 	}
-	keys, _ := rs.client(t).Keys(context.Background(), "t:e:*").Result()
+	keys, _ := rs.client(t).Keys(context.Background(), "t:{*}:e:*").Result()
 	if len(keys) != 2 {
 		t.Fatalf("redis keys after purge: %q", keys)
 	}
