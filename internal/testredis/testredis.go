@@ -20,6 +20,7 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
+	args []string // extra redis-server arguments
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -28,20 +29,31 @@ type Server struct {
 // Start starts redis-server, or skips when it is not installed (fails in CI, where it must be).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	return start(t, binary(t, "redis-server"))
+}
+
+// binary finds a Redis program, or skips the test when it is not installed (fails in CI).
+func binary(t testing.TB, name string) string {
+	t.Helper()
+	bin, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found in CI: %v", err)
+			t.Fatalf("%s not found in CI: %v", name, err)
 		}
-		t.Skip("redis-server not installed (apt-get install -y redis-server); skipping the Redis tier tests")
+		t.Skipf("%s not installed (apt-get install -y redis-server); skipping the Redis tier tests", name)
 	}
+	return bin
+}
+
+func start(t testing.TB, bin string, args ...string) *Server {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	s := &Server{t: t, bin: bin, port: port, dir: t.TempDir()}
+	s := &Server{t: t, bin: bin, port: port, dir: t.TempDir(), args: args}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -57,8 +69,8 @@ func (s *Server) start() {
 	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning")
+	cmd := exec.Command(s.bin, append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}

@@ -1,0 +1,133 @@
+package cache
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
+)
+
+// newClusterCache builds a cache whose Redis tier is the cluster c.
+func newClusterCache(t *testing.T, c *testredis.Cluster) *Cache {
+	t.Helper()
+	seeds := c.URLs()[:2] // the others are discovered
+	return newTestCache(t, nil, Options{Redis: &RedisOptions{Cluster: seeds, KeyPrefix: "t",
+		Timeout: 200 * time.Millisecond, BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond}})
+}
+
+// doService is do for the given service.
+func doService(t *testing.T, c *Cache, service string, fetch Fetch, method, target string, hdr ...string) Result {
+	t.Helper()
+	r, _ := http.NewRequest(method, "http://example.com"+target, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Add(hdr[i], hdr[i+1])
+	}
+	res, _ := c.Serve(&benchWriter{h: http.Header{}}, r, &Route{Service: service, Fetch: fetch})
+	return res
+}
+
+// TestRedisClusterSharesAndPurges: on a real 3-master Redis Cluster, two instances share entries of
+// services whose keys live on different masters, and purges by path, by tag and of everything,
+// and unsafe-method invalidations, reach Redis on every master and the other instance.
+func TestRedisClusterSharesAndPurges(t *testing.T) {
+	cl := testredis.StartCluster(t, 3, 0)
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		if strings.Contains(r.URL.Path, "/tagged") {
+			w.Header().Set("Surrogate-Key", "hot")
+		}
+		_, _ = w.Write([]byte(r.URL.Path))
+	})
+	a, b := newClusterCache(t, cl), newClusterCache(t, cl)
+	if s := a.Stats().Redis; s == nil || !s.Up || s.Topology != TopologyCluster {
+		t.Fatalf("tier: %+v", s)
+	}
+	services := []string{"users", "orders", "products", "billing", "search", "auth"}
+	paths := []string{"/x", "/x/y", "/tagged", "/z"}
+	for _, svc := range services {
+		for _, p := range paths {
+			if res := doService(t, a, svc, o.fetch(), "GET", p); res != ResultMiss {
+				t.Fatalf("a %s %s: %v", svc, p, res)
+			}
+		}
+	}
+	waitWrites(t, a, int64(len(services)*len(paths)))
+
+	// the services' keys spread over the masters
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{cl.Nodes[0].Addr()}})
+	defer rc.Close()
+	ctx := context.Background()
+	var mu sync.Mutex // ForEachMaster calls its function concurrently
+	masters := map[string]bool{}
+	_ = rc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		if n, _ := m.DBSize(ctx).Result(); n > 0 {
+			mu.Lock()
+			masters[m.Options().Addr] = true
+			mu.Unlock()
+		}
+		return nil
+	})
+	if len(masters) < 2 {
+		t.Fatalf("the keys of %d services sit on %d master(s)", len(services), len(masters))
+	}
+
+	for _, svc := range services { // b gets every entry from the cluster
+		for _, p := range paths {
+			if res := doService(t, b, svc, o.fetch(), "GET", p); res != ResultHit {
+				t.Fatalf("b %s %s: %v", svc, p, res)
+			}
+		}
+	}
+	cached := func(c *Cache, svc, p string) bool {
+		return doService(t, c, svc, o.fetch(), "GET", p, "Cache-Control", "only-if-cached") == ResultHit
+	}
+	received := func(n int64) {
+		testutil.Eventually(t, "b to receive the purge", func() bool { return b.Stats().Redis.Received >= n })
+	}
+
+	if n := a.Purge("users", "/x"); n != 2 {
+		t.Fatalf("purge /x of users: %d, want 2", n)
+	}
+	received(1)
+	if cached(b, "users", "/x") || cached(b, "users", "/x/y") || !cached(b, "users", "/z") {
+		t.Fatal("path purge on the cluster: wrong entries on b")
+	}
+	if n := a.PurgeTags("", []string{"hot"}); n != len(services) {
+		t.Fatalf("tag purge across services: %d, want %d", n, len(services))
+	}
+	received(2)
+	for _, svc := range services {
+		if cached(b, svc, "/tagged") {
+			t.Fatalf("b still has %s /tagged", svc)
+		}
+	}
+	if res := doService(t, b, "orders", o.fetch(), "POST", "/z"); res != ResultBypass {
+		t.Fatalf("POST: %v", res)
+	}
+	testutil.Eventually(t, "a to receive the invalidation", func() bool { return a.Stats().Redis.Received >= 1 })
+	if cached(a, "orders", "/z") {
+		t.Fatal("the invalidation on b did not reach a")
+	}
+	a.Purge("", "")
+	received(3)
+	var left atomic.Int64
+	_ = rc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		keys, _ := m.Keys(ctx, "t:{*}:e:*").Result()
+		left.Add(int64(len(keys)))
+		return nil
+	})
+	if n := left.Load(); n != 0 {
+		t.Fatalf("%d entries left in the cluster after purging everything", n)
+	}
+	if cached(b, "products", "/z") {
+		t.Fatal("b kept an entry after purge-all")
+	}
+}
