@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
+)
+
+// Two Caddy processes share a real Redis Cluster of 3 masters with a
+// replica each: the second instance's first GET is a cluster hit, a tag
+// purge on one reaches the other, and killing a master under load fails no
+// request while its replica is promoted; sharing then resumes.
+func TestTwoInstancesShareARedisCluster(t *testing.T) {
+	cl := testredis.StartCluster(t, 3, 1)
+	var upstreamCalls atomic.Int64
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		upstreamCalls.Add(1)
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Header().Set("Surrogate-Key", "all")
+		echoHandler(w, r)
+	})
+	urls := cl.URLs()
+	block := fmt.Sprintf(`gateway /api/* {
+		service users %s
+		service orders %s
+		service products %s
+		cache {
+			redis {
+				cluster %s %s
+				timeout 200ms
+			}
+		}
+	}`, up.URL, up.URL, up.URL, urls[0], urls[1])
+	a, b := runCaddy(t, "", block), runCaddy(t, "", block)
+	adminGet := func(p *process, path string) string {
+		resp, err := http.Get(p.admin + path)
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if h := adminGet(a, "/gateway/health"); !strings.Contains(h, `"topology":"cluster"`) {
+		t.Fatalf("/gateway/health does not show the cluster: %s", h)
+	}
+
+	services := []string{"users", "orders", "products"}
+	for _, svc := range services {
+		resp, _ := a.get(t, "/api/"+svc+"/shared")
+		mustContain(t, resp.Header.Get("Cache-Status"), "stored")
+	}
+	testutil.Eventually(t, "entries written to the cluster", func() bool {
+		return strings.Contains(adminGet(a, "/gateway/stats"), `"writes":3`)
+	})
+	before := upstreamCalls.Load()
+	for _, svc := range services {
+		resp, _ := b.get(t, "/api/"+svc+"/shared")
+		if !strings.Contains(resp.Header.Get("Cache-Status"), "detail=redis") || upstreamCalls.Load() != before {
+			t.Fatalf("b %s: Cache-Status %q: want a hit from the cluster", svc, resp.Header.Get("Cache-Status"))
+		}
+	}
+	req, _ := http.NewRequest("DELETE", a.admin+"/gateway/cache?tag=all", nil)
+	pr, err := http.DefaultClient.Do(req)
+	if err != nil || pr.StatusCode != 200 {
+		t.Fatalf("tag purge: %v %v", err, pr)
+	}
+	pr.Body.Close()
+	testutil.Eventually(t, "the tag purge reaches b", func() bool {
+		resp, _ := b.get(t, "/api/users/shared")
+		return !strings.Contains(resp.Header.Get("Cache-Status"), "hit")
+	})
+
+	// A master killed under load: no failed request.
+	var failed, done atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, p := range []*process{a, b, a, b} {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get(p.base + fmt.Sprintf("/api/%s/load/%d/%d", services[n%3], i, n%40))
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				done.Add(1)
+			}
+		})
+	}
+	progress := func(k int64) {
+		n := done.Load() + k
+		testutil.Eventually(t, "load progressing", func() bool { return done.Load() >= n })
+	}
+	progress(100)
+	cl.Nodes[0].Kill() // a master: its replica takes over after cluster-node-timeout (1 s)
+	progress(300)
+	// sharing resumes: a new URL stored by a is a cluster hit on b
+	testutil.Eventually(t, "sharing to resume after the failover", func() bool {
+		path := fmt.Sprintf("/api/users/after/%d", done.Load())
+		a.get(t, path)
+		for range 20 { // the write is asynchronous
+			resp, _ := b.get(t, path)
+			if strings.Contains(resp.Header.Get("Cache-Status"), "detail=redis") {
+				return true
+			}
+		}
+		return false
+	})
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d requests failed while a master was killed", n, done.Load())
+	}
+	t.Logf("%d requests, none failed, across the failover", done.Load())
+}
