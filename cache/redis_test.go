@@ -402,6 +402,18 @@ func BenchmarkServeRedisHit(b *testing.B) {
 // instance alone (issue #7's scale-out target).
 func TestRedisSharedHitRatio(t *testing.T) {
 	s := startRedis(t)
+	sharedHitRatio(t, func(prefix string) RedisOptions { return RedisOptions{URL: s.url(), KeyPrefix: prefix} })
+}
+
+// TestRedisClusterSharedHitRatio is TestRedisSharedHitRatio on a real 3-master Redis Cluster.
+func TestRedisClusterSharedHitRatio(t *testing.T) {
+	cl := testredis.StartCluster(t, 3, 0)
+	sharedHitRatio(t, func(prefix string) RedisOptions { return RedisOptions{Cluster: cl.URLs(), KeyPrefix: prefix} })
+}
+
+// sharedHitRatio replays one skewed request stream through one instance and through two sharing
+// the Redis tier that tier(prefix) configures, and wants the two to hit at least 0.9× as often.
+func sharedHitRatio(t *testing.T, tier func(prefix string) RedisOptions) {
 	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
 		_, _ = w.Write([]byte("item " + r.URL.Path))
@@ -435,12 +447,19 @@ func TestRedisSharedHitRatio(t *testing.T) {
 	// Generous timeouts: this measures sharing, not how the tier copes with a
 	// slow Redis, and a CI machine running other tests beside it can stall a
 	// write past the 50 ms default (a failed write is then waited for in vain).
-	opts := func(prefix string) Options {
-		return Options{Redis: &RedisOptions{URL: s.url(), KeyPrefix: prefix, Timeout: 2 * time.Second, DialTimeout: 2 * time.Second}}
+	cache := func(prefix string) *Cache {
+		ro := tier(prefix)
+		ro.Timeout, ro.DialTimeout = 2*time.Second, 2*time.Second
+		c := newTestCache(t, nil, Options{Redis: &ro})
+		if s := c.Stats().Redis; s == nil || !s.Up {
+			t.Fatalf("redis tier not up: %+v", s)
+		}
+		return c
 	}
-	one := hitRatio([]*Cache{newRedisCache(t, nil, s, opts("one"))})
-	two := hitRatio([]*Cache{newRedisCache(t, nil, s, opts("two")), newRedisCache(t, nil, s, opts("two"))})
-	t.Logf("hit ratio: one instance %.3f, two sharing Redis %.3f (%.3f×)", one, two, two/one)
+	one := hitRatio([]*Cache{cache("one")})
+	two := hitRatio([]*Cache{cache("two"), cache("two")})
+	ro := tier("")
+	t.Logf("hit ratio: one instance %.3f, two sharing Redis (%s) %.3f (%.3f×)", one, ro.topology(), two, two/one)
 	if two < 0.9*one {
 		t.Errorf("two instances hit %.3f, one %.3f: below 0.9×", two, one)
 	}
