@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -79,38 +78,15 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 	})
 
 	// A master killed under load: no failed request.
-	var failed, done atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, p := range []*process{a, b, a, b} {
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := http.Get(p.base + fmt.Sprintf("/api/%s/load/%d/%d", services[n%3], i, n%40))
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-				if resp != nil {
-					resp.Body.Close()
-				}
-				done.Add(1)
-			}
-		})
-	}
-	progress := func(k int64) {
-		n := done.Load() + k
-		testutil.Eventually(t, "load progressing", func() bool { return done.Load() >= n })
-	}
-	progress(100)
+	ld := startLoad(t, []*process{a, b, a, b}, func(i, n int) string {
+		return fmt.Sprintf("/api/%s/load/%d/%d", services[n%3], i, n%40)
+	})
+	ld.progress(100)
 	cl.Nodes[0].Kill() // a master: its replica takes over after cluster-node-timeout (1 s)
-	progress(300)
+	ld.progress(300)
 	// sharing resumes: a new URL stored by a is a cluster hit on b
 	testutil.Eventually(t, "sharing to resume after the failover", func() bool {
-		path := fmt.Sprintf("/api/users/after/%d", done.Load())
+		path := fmt.Sprintf("/api/users/after/%d", ld.done.Load())
 		a.get(t, path)
 		for range 20 { // the write is asynchronous
 			resp, _ := b.get(t, path)
@@ -120,10 +96,9 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 		}
 		return false
 	})
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n != 0 {
-		t.Fatalf("%d of %d requests failed while a master was killed", n, done.Load())
+	done, failed := ld.stop()
+	if failed != 0 {
+		t.Fatalf("%d of %d requests failed while a master was killed", failed, done)
 	}
-	t.Logf("%d requests, none failed, across the failover", done.Load())
+	t.Logf("%d requests, none failed, across the failover", done)
 }

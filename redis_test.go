@@ -81,38 +81,10 @@ func TestTwoInstancesShareARedisTier(t *testing.T) {
 	})
 
 	// Redis killed and restarted under load: no failed request
-	var failed, done atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, p := range []*process{a, b, a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := http.Get(p.base + fmt.Sprintf("/api/users/load/%d/%d", i, n%50))
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-				if resp != nil {
-					resp.Body.Close()
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	waitDone := func(k int64) {
-		for n := done.Load() + k; done.Load() < n; {
-			testutil.Eventually(t, "load progressing", func() bool { return done.Load() >= n })
-		}
-	}
-	waitDone(100)
+	ld := startLoad(t, []*process{a, b, a, b}, func(i, n int) string { return fmt.Sprintf("/api/users/load/%d/%d", i, n%50) })
+	ld.progress(100)
 	rs.Kill()
-	waitDone(200)
+	ld.progress(200)
 	rs.Restart()
 	testutil.Eventually(t, "redis tier back up on both", func() bool {
 		for _, p := range []*process{a, b} {
@@ -128,10 +100,54 @@ func TestTwoInstancesShareARedisTier(t *testing.T) {
 		}
 		return true
 	})
-	waitDone(100)
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Errorf("%d of %d requests failed while Redis was killed and restarted", failed.Load(), done.Load())
+	ld.progress(100)
+	if done, failed := ld.stop(); failed != 0 {
+		t.Errorf("%d of %d requests failed while Redis was killed and restarted", failed, done)
 	}
+}
+
+// load is GET traffic from a few goroutines until stop.
+type load struct {
+	t            *testing.T
+	done, failed atomic.Int64
+	quit         chan struct{}
+	wg           sync.WaitGroup
+}
+
+// startLoad sends GETs to the processes (one goroutine each), the n-th of goroutine i for path(i, n).
+func startLoad(t *testing.T, procs []*process, path func(i, n int) string) *load {
+	l := &load{t: t, quit: make(chan struct{})}
+	for i, p := range procs {
+		l.wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-l.quit:
+					return
+				default:
+				}
+				resp, err := http.Get(p.base + path(i, n))
+				if err != nil || resp.StatusCode != 200 {
+					l.failed.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				l.done.Add(1)
+			}
+		})
+	}
+	return l
+}
+
+// progress waits until k more requests are done.
+func (l *load) progress(k int64) {
+	n := l.done.Load() + k
+	testutil.Eventually(l.t, "load progressing", func() bool { return l.done.Load() >= n })
+}
+
+// stop ends the load and returns how many requests were done and failed.
+func (l *load) stop() (done, failed int64) {
+	close(l.quit)
+	l.wg.Wait()
+	return l.done.Load(), l.failed.Load()
 }

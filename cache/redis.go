@@ -633,13 +633,9 @@ func (t *redisTier) purge(service, prefix string) int {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, purgeTimeout)
 	defer cancel()
-	services := []string{service}
-	if service == "" {
-		var err error
-		if services, err = t.client.SMembers(ctx, t.servicesKey()).Result(); err != nil {
-			t.fail(ctx, err)
-			return 0
-		}
+	services, ok := t.purgeServices(ctx, service)
+	if !ok {
+		return 0
 	}
 	n := 0
 	for _, svc := range services {
@@ -664,6 +660,20 @@ func (t *redisTier) purge(service, prefix string) int {
 	return n
 }
 
+// purgeServices are the services a purge of service ("" = all, as P:services lists them) covers;
+// ok is false when Redis could not say.
+func (t *redisTier) purgeServices(ctx context.Context, service string) (services []string, ok bool) {
+	if service != "" {
+		return []string{service}, true
+	}
+	services, err := t.client.SMembers(ctx, t.servicesKey()).Result()
+	if err != nil {
+		t.fail(ctx, err)
+		return nil, false
+	}
+	return services, true
+}
+
 // purgeTags removes the entries of service ("" = all) carrying one of tags from Redis and tells the
 // other instances to drop them from their local tiers. It returns the responses removed from Redis.
 func (t *redisTier) purgeTags(service string, tags []string) int {
@@ -675,13 +685,9 @@ func (t *redisTier) purgeTags(service string, tags []string) int {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, purgeTimeout)
 	defer cancel()
-	services := []string{service}
-	if service == "" {
-		var err error
-		if services, err = t.client.SMembers(ctx, t.servicesKey()).Result(); err != nil {
-			t.fail(ctx, err)
-			return 0
-		}
+	services, ok := t.purgeServices(ctx, service)
+	if !ok {
+		return 0
 	}
 	n := 0
 	for _, svc := range services {
