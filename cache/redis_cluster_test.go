@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -129,5 +130,58 @@ func TestRedisClusterSharesAndPurges(t *testing.T) {
 	}
 	if cached(b, "products", "/z") {
 		t.Fatal("b kept an entry after purge-all")
+	}
+}
+
+// TestRedisSentinelFailover: through a real Sentinel, two instances share entries; when the primary
+// is killed, the tier follows the promoted replica by itself and sharing resumes, and no request
+// fails meanwhile.
+func TestRedisSentinelFailover(t *testing.T) {
+	sn := testredis.StartSentinel(t)
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte(r.URL.Path))
+	})
+	tier := func() *Cache {
+		c := newTestCache(t, nil, Options{Redis: &RedisOptions{SentinelMaster: sn.Master, Sentinels: []string{sn.URL()},
+			KeyPrefix: "t", Timeout: 200 * time.Millisecond, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}})
+		if s := c.Stats().Redis; s == nil || !s.Up || s.Topology != TopologySentinel {
+			t.Fatalf("tier: %+v", s)
+		}
+		return c
+	}
+	a, b := tier(), tier()
+	shared := func(path string) bool {
+		if _, res, err := do(t, a, o.fetch(), "GET", path); err != nil || (res != ResultMiss && res != ResultHit) {
+			t.Fatalf("a %s: %v %v", path, res, err)
+		}
+		for range 100 { // the write is asynchronous; each try is a local miss on b until it lands
+			_, res, err := do(t, b, o.fetch(), "GET", path, "Cache-Control", "only-if-cached")
+			if err != nil {
+				t.Fatalf("b %s: %v", path, err)
+			}
+			if res == ResultHit {
+				return true
+			}
+			time.Sleep(5 * time.Millisecond) // polling interval
+		}
+		return false
+	}
+	if !shared("/before") {
+		t.Fatal("no sharing through the sentinel's primary")
+	}
+	sn.Primary.Kill()
+	n := 0
+	testutil.Eventually(t, "sharing through the promoted replica", func() bool {
+		n++
+		return shared(fmt.Sprintf("/after/%d", n))
+	})
+	rc := redis.NewClient(&redis.Options{Addr: sn.Replica.Addr()})
+	defer rc.Close()
+	if role, err := rc.Do(context.Background(), "ROLE").Slice(); err != nil || len(role) == 0 || role[0] != "master" {
+		t.Fatalf("the replica was not promoted: %v %v", role, err)
+	}
+	if keys, _ := rc.Keys(context.Background(), "t:{svc}:e:*").Result(); len(keys) == 0 {
+		t.Fatal("nothing written to the promoted replica")
 	}
 }

@@ -20,6 +20,7 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
+	conf string   // a config file given first (sentinel), or ""
 	args []string // extra redis-server arguments
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -47,16 +48,20 @@ func binary(t testing.TB, name string) string {
 
 func start(t testing.TB, bin string, args ...string) *Server {
 	t.Helper()
+	s := &Server{t: t, bin: bin, port: freePort(t), dir: t.TempDir(), args: args}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	s := &Server{t: t, bin: bin, port: port, dir: t.TempDir(), args: args}
-	s.start()
-	t.Cleanup(s.Kill)
-	return s
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // URL is the server's redis:// URL, database 0.
@@ -69,8 +74,12 @@ func (s *Server) start() {
 	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin, append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}, s.args...)...)
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--loglevel", "warning"}, s.args...)
+	}
+	cmd := exec.Command(s.bin, args...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
