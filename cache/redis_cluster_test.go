@@ -185,3 +185,79 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Fatal("nothing written to the promoted replica")
 	}
 }
+
+// TestRedisClusterReshardAndDown: slots migrating under load (redis-cli --cluster reshard) fail no
+// request and lose no entry that is still fresh (each is served from Redis or fetched again); the
+// whole cluster going down is skipped within the timeout like a standalone Redis, and the tier comes
+// back by itself when it returns.
+func TestRedisClusterReshardAndDown(t *testing.T) {
+	cl := testredis.StartCluster(t, 3, 0)
+	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = w.Write([]byte(r.URL.Path))
+	})
+	a, b := newClusterCache(t, cl), newClusterCache(t, cl)
+	services := []string{"users", "orders", "products", "billing", "search", "auth"}
+	for _, svc := range services {
+		doService(t, a, svc, o.fetch(), "GET", "/item")
+	}
+	waitWrites(t, a, int64(len(services)))
+
+	// load on b while slots move between masters
+	var failed, done atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, _ := http.NewRequest("GET", "http://example.com/item", nil)
+			w := &benchWriter{h: http.Header{}}
+			if _, err := b.Serve(w, r, &Route{Service: services[n%len(services)], Fetch: o.fetch()}); err != nil || w.status != 200 {
+				failed.Add(1)
+			}
+			b.purgeLocal("", "") // every GET asks the cluster
+			done.Add(1)
+		}
+	})
+	cl.Reshard(t, 0, 1, 2000)
+	cl.Reshard(t, 1, 2, 2000)
+	n := done.Load() + 50
+	testutil.Eventually(t, "load after the resharding", func() bool { return done.Load() >= n })
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed while slots moved", failed.Load(), done.Load())
+	}
+	calls := o.calls.Load()
+	for _, svc := range services { // still in the cluster, wherever their slot went
+		if res := doService(t, b, svc, o.fetch(), "GET", "/item"); res != ResultHit {
+			t.Errorf("%s after the resharding: %v", svc, res)
+		}
+		b.purgeLocal("", "")
+	}
+	if o.calls.Load() != calls {
+		t.Errorf("%d upstream calls for entries still fresh in the cluster", o.calls.Load()-calls)
+	}
+
+	// the whole cluster down: skipped within the timeout, then back by itself
+	for _, n := range cl.Nodes {
+		n.Kill()
+	}
+	skipped := a.Stats().Redis.Skipped
+	for i := range 20 {
+		if res := doService(t, a, "users", o.fetch(), "GET", fmt.Sprintf("/down/%d", i)); res != ResultMiss {
+			t.Fatalf("with the cluster down: %v", res)
+		}
+	}
+	if s := a.Stats().Redis; s.Up || s.Skipped-skipped < 15 {
+		t.Fatalf("with the cluster down the tier is not skipped: %+v", s)
+	}
+	for _, n := range cl.Nodes {
+		n.Restart()
+	}
+	testutil.Eventually(t, "the tier back up", func() bool { return a.Stats().Redis.Up })
+}

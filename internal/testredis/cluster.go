@@ -58,3 +58,22 @@ func (c *Cluster) URLs() []string {
 	}
 	return out
 }
+
+// Reshard moves n slots from the master at from to the master at to (indexes into Nodes) with
+// redis-cli --cluster reshard, while the cluster serves.
+func (c *Cluster) Reshard(t testing.TB, from, to, n int) {
+	t.Helper()
+	cli := binary(t, "redis-cli")
+	id := func(s *Server) string {
+		out, err := exec.Command(cli, "-p", strconv.Itoa(s.port), "cluster", "myid").Output()
+		if err != nil {
+			t.Fatalf("cluster myid: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	args := []string{"--cluster", "reshard", c.Nodes[0].Addr(), "--cluster-from", id(c.Nodes[from]),
+		"--cluster-to", id(c.Nodes[to]), "--cluster-slots", strconv.Itoa(n), "--cluster-yes"}
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
