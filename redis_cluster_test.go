@@ -50,6 +50,9 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 	if h := adminGet(a, "/gateway/health"); !strings.Contains(h, `"topology":"cluster"`) {
 		t.Fatalf("/gateway/health does not show the cluster: %s", h)
 	}
+	testutil.Eventually(t, "the cluster's nodes in /gateway/health", func() bool {
+		return strings.Count(adminGet(a, "/gateway/health"), `"role":"master"`) == 3
+	})
 
 	services := []string{"users", "orders", "products"}
 	for _, svc := range services {
@@ -95,6 +98,9 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 			}
 		}
 		return false
+	})
+	testutil.Eventually(t, "the failover in /gateway/health", func() bool {
+		return strings.Contains(adminGet(a, "/gateway/health"), `"last_failover"`)
 	})
 	done, failed := ld.stop()
 	if failed != 0 {

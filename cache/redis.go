@@ -52,20 +52,24 @@ import (
 
 // RedisStats describe the shared tier (Stats.Redis).
 type RedisStats struct {
-	Topology  string    `json:"topology"`             // standalone, cluster or sentinel
-	Up        bool      `json:"up"`                   // false while skipped after an error
-	DownSince time.Time `json:"down_since,omitzero"`  // when it was last marked down (while down)
-	Failures  int64     `json:"consecutive_failures"` // failed probes in the current outage
-	Hits      int64     `json:"hits"`                 // local misses answered from Redis
-	Misses    int64     `json:"misses"`               // local misses Redis did not have either
-	Skipped   int64     `json:"skipped"`              // lookups not attempted because the tier was down
-	Errors    int64     `json:"errors"`               // failed commands, corrupt values included
-	Corrupt   int64     `json:"corrupt"`              // values that were not an entry of this format
-	Writes    int64     `json:"writes"`               // entries written
-	Dropped   int64     `json:"dropped"`              // writes dropped: queue full, tier down, or overtaken by a purge
-	Purged    int64     `json:"purged"`               // responses removed from Redis by Purge and invalidation
-	Received  int64     `json:"received"`             // purge/invalidate messages applied from other instances
-	Resyncs   int64     `json:"resyncs"`              // local tier flushed after the subscription was lost
+	Topology string `json:"topology"` // standalone, cluster or sentinel
+	// Nodes are a cluster's nodes or the sentinel's primary and replicas, as last read (every
+	// second); LastFailover is when a replica was last seen taking over (zero: never).
+	Nodes        []RedisNode `json:"nodes,omitempty"`
+	LastFailover time.Time   `json:"last_failover,omitzero"`
+	Up           bool        `json:"up"`                   // false while skipped after an error
+	DownSince    time.Time   `json:"down_since,omitzero"`  // when it was last marked down (while down)
+	Failures     int64       `json:"consecutive_failures"` // failed probes in the current outage
+	Hits         int64       `json:"hits"`                 // local misses answered from Redis
+	Misses       int64       `json:"misses"`               // local misses Redis did not have either
+	Skipped      int64       `json:"skipped"`              // lookups not attempted because the tier was down
+	Errors       int64       `json:"errors"`               // failed commands, corrupt values included
+	Corrupt      int64       `json:"corrupt"`              // values that were not an entry of this format
+	Writes       int64       `json:"writes"`               // entries written
+	Dropped      int64       `json:"dropped"`              // writes dropped: queue full, tier down, or overtaken by a purge
+	Purged       int64       `json:"purged"`               // responses removed from Redis by Purge and invalidation
+	Received     int64       `json:"received"`             // purge/invalidate messages applied from other instances
+	Resyncs      int64       `json:"resyncs"`              // local tier flushed after the subscription was lost
 }
 
 const (
@@ -150,8 +154,9 @@ type redisTier struct {
 	c      *Cache
 	opts   RedisOptions
 	client redis.UniversalClient
-	id     string // this instance, to ignore its own pub/sub messages
-	prefix string // KeyPrefix + ":"
+	topo   topology // nodes of a cluster or sentinel, read by watchTopology
+	id     string   // this instance, to ignore its own pub/sub messages
+	prefix string   // KeyPrefix + ":"
 
 	up        atomic.Bool
 	level     atomic.Int64 // backoff level of the current (or last) outage
@@ -227,6 +232,9 @@ func newRedisTier(c *Cache, o RedisOptions) (*redisTier, error) {
 	}
 	t.spawn("redis prober", t.prober)
 	t.spawn("redis subscriber", t.subscriber)
+	if o.topology() != TopologyStandalone {
+		t.spawn("redis topology", t.watchTopology)
+	}
 	for range 2 {
 		t.spawn("redis writer", t.writer)
 	}
@@ -304,6 +312,7 @@ func (t *redisTier) stats() *RedisStats {
 		s.DownSince = time.Unix(0, t.downSince.Load())
 		s.Failures = t.failures.Load()
 	}
+	t.topo.snapshot(s)
 	return s
 }
 

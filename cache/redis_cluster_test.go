@@ -51,6 +51,15 @@ func TestRedisClusterSharesAndPurges(t *testing.T) {
 	if s := a.Stats().Redis; s == nil || !s.Up || s.Topology != TopologyCluster {
 		t.Fatalf("tier: %+v", s)
 	}
+	testutil.Eventually(t, "the cluster's 3 masters, up, in the stats", func() bool {
+		up := 0
+		for _, n := range a.Stats().Redis.Nodes {
+			if n.Role == "master" && n.Up {
+				up++
+			}
+		}
+		return up == 3
+	})
 	services := []string{"users", "orders", "products", "billing", "search", "auth"}
 	paths := []string{"/x", "/x/y", "/tagged", "/z"}
 	for _, svc := range services {
@@ -170,6 +179,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if !shared("/before") {
 		t.Fatal("no sharing through the sentinel's primary")
 	}
+	testutil.Eventually(t, "the primary and its replica in the stats", func() bool { return len(a.Stats().Redis.Nodes) == 2 })
 	sn.Primary.Kill()
 	n := 0
 	testutil.Eventually(t, "sharing through the promoted replica", func() bool {
@@ -184,6 +194,10 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if keys, _ := rc.Keys(context.Background(), "t:{svc}:e:*").Result(); len(keys) == 0 {
 		t.Fatal("nothing written to the promoted replica")
 	}
+	testutil.Eventually(t, "the failover in the stats", func() bool {
+		s := a.Stats().Redis
+		return !s.LastFailover.IsZero() && len(s.Nodes) > 0 && s.Nodes[0].Role == "master" && s.Nodes[0].Addr == sn.Replica.Addr()
+	})
 }
 
 // TestRedisClusterReshardAndDown: slots migrating under load (redis-cli --cluster reshard) fail no
