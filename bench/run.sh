@@ -14,6 +14,7 @@
 #           idle pool (keepalive_idle_conns_per_host 128; stock keeps 32 and re-dials under load)
 #        C  gateway, 10 services, cache on, uncacheable path (pass-through)   /api/bench/item
 #        H  gateway, 10 services, no cache block, own process                /api/bench/item
+#        J  as G on a Redis Cluster of 3 masters (redis-cli --cluster create)  /api/bench/cacheable/item
 #        I  gateway, 10 services, cache on, a new cacheable URL per request   /api/bench/cacheable/fill-N
 #           (fetch + store: a first fetch, what most API traffic is)
 #        D  gateway, 10 services, cache on, cacheable path (cache hit)          /api/bench/cacheable/item
@@ -44,7 +45,7 @@
 #          BENCH_DURATION=5s     wrk duration of each run
 #          BENCH_CONNS=32        wrk connections (-c); BENCH_THREADS=1 wrk threads (-t)
 #          BENCH_WARMUP=1s       warm-up per configuration before the rounds
-#          BENCH_CONFIGS="A B C D E F G H I" subset to run (ratios need their pairs)
+#          BENCH_CONFIGS="A B C D E F G H I J" subset to run (ratios need their pairs)
 #          BENCH_PREFILL=1       fill the gateway's cache past max_size before the rounds (0: don't)
 #          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
 #          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
@@ -61,7 +62,7 @@ DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-1s}
-CONFIGS=${BENCH_CONFIGS:-"A B C D E F G H I"}
+CONFIGS=${BENCH_CONFIGS:-"A B C D E F G H I J"}
 BASE=${BENCH_PORT_BASE:-18100}
 OUTDIR=$ROOT/bench/out
 OUT=$OUTDIR/bin
@@ -85,6 +86,9 @@ ADM_G=$((BASE + 14))
 P_REDIS=$((BASE + 15))
 P_H=$((BASE + 8))     # gateway without a cache
 ADM_H=$((BASE + 16))
+P_J=$((BASE + 9))     # gateway, Redis Cluster-tier hit
+ADM_J=$((BASE + 17))
+P_RC=$((BASE + 20))   # first of the 3 cluster nodes (BASE+20..22)
 
 log() { echo "[bench] $*" >&2; }
 
@@ -204,6 +208,28 @@ http://127.0.0.1:$P_G {
 }
 EOF
 
+# J: G on a 3-master Redis Cluster
+cat >"$RUN/gwcluster.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$ADM_J
+	persist_config off
+	auto_https off
+}
+http://127.0.0.1:$P_J {
+	gateway /api/* {
+		service bench http://127.0.0.1:$P_UP
+		cache {
+			max_size 1500B
+			max_item_size 1500B
+			redis {
+				cluster redis://127.0.0.1:$P_RC redis://127.0.0.1:$((P_RC + 1))
+				timeout 100ms
+			}
+		}
+	}
+}
+EOF
+
 NGINX_USER=""; [ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
 mkdir -p "$RUN/nginx-cache" "$RUN/nginx-tmp"
 cat >"$RUN/nginx.conf" <<EOF
@@ -262,7 +288,7 @@ wait_url() { # wait_url URL [seconds]
 	log "timed out waiting for $1"; return 1
 }
 
-for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $P_G $P_H $ADM_STOCK $ADM_GW $ADM_F $ADM_G $ADM_H $P_REDIS; do
+for p in $P_UP $P_A $P_B $P_GW $P_E $P_F $P_G $P_H $P_J $ADM_STOCK $ADM_GW $ADM_F $ADM_G $ADM_H $ADM_J $P_REDIS $P_RC $((P_RC + 1)) $((P_RC + 2)); do
 	if curl -s -o /dev/null "http://127.0.0.1:$p/"; then log "port $p is busy (set BENCH_PORT_BASE)"; exit 1; fi
 done
 
@@ -281,6 +307,21 @@ start gwredis "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gwredis.Caddyfile"
 SRVPID[G]=$!
 start gwnocache "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gwnocache.Caddyfile"
 SRVPID[H]=$!
+if [[ " $CONFIGS " == *" J "* ]]; then
+	for i in 0 1 2; do
+		mkdir -p "$RUN/cluster$i"
+		start "cluster$i" "$CPU_UP" redis-server --port $((P_RC + i)) --bind 127.0.0.1 --save '' --appendonly no \
+			--cluster-enabled yes --cluster-config-file nodes.conf --dir "$RUN/cluster$i"
+	done
+	for i in 0 1 2; do
+		for ((k = 0; k < 100; k++)); do redis-cli -p $((P_RC + i)) ping >/dev/null 2>&1 && break; sleep 0.1; done
+	done
+	redis-cli --cluster create 127.0.0.1:$P_RC 127.0.0.1:$((P_RC + 1)) 127.0.0.1:$((P_RC + 2)) --cluster-yes >"$RUN/cluster-create.log" 2>&1
+	for ((k = 0; k < 100; k++)); do redis-cli -p $P_RC cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+	start gwcluster "$CPU_SRV" "$OUT/caddy-gw" run --config "$RUN/gwcluster.Caddyfile"
+	SRVPID[J]=$!
+	wait_url "http://127.0.0.1:$P_J/api/bench/"
+fi
 wait_url "http://127.0.0.1:$P_UP/"
 wait_url "http://127.0.0.1:$P_A/"
 wait_url "http://127.0.0.1:$P_B/"
@@ -298,6 +339,7 @@ URL[D]="http://127.0.0.1:$P_GW/api/bench/cacheable/item"; NAME[D]="gateway cache
 URL[E]="http://127.0.0.1:$P_E/cacheable/item";           NAME[E]="nginx proxy_cache hit"
 URL[F]="http://127.0.0.1:$P_F/api/bench/cacheable/item";  NAME[F]="gateway cache hit, 10,000 services"
 URL[G]="http://127.0.0.1:$P_G/api/bench/cacheable/item";  NAME[G]="gateway Redis-tier hit (local tier empty)"
+URL[J]="http://127.0.0.1:$P_J/api/bench/cacheable/item";  NAME[J]="gateway Redis Cluster-tier hit (3 masters, local tier empty)"
 URL[H]="http://127.0.0.1:$P_H/api/bench/item";           NAME[H]="gateway without a cache (no-store)"
 URL[I]="http://127.0.0.1:$P_GW/api/bench/cacheable/";    NAME[I]="gateway fill: a new cacheable URL each (fetch + store)"
 SCRIPT[I]=$RUN/fill.lua
@@ -317,10 +359,10 @@ for c in $CONFIGS; do
 	C) check C 'Cache-Status: .*fwd=' ;;
 	I) ;; # a new URL per request: its wrk errors column checks it
 	D | F) check "$c" 'Cache-Status: .*; hit' ;;
-	G)
-		curl -s -o /dev/null "${URL[G]}"
+	G | J)
+		curl -s -o /dev/null "${URL[$c]}"
 		sleep 1 # the Redis write is asynchronous
-		check G 'Cache-Status: .*hit; detail=redis' ;;
+		check "$c" 'Cache-Status: .*hit; detail=redis' ;;
 	E) check E 'X-Cache-Status: HIT' ;;
 	*) check "$c" ;;
 	esac
@@ -436,6 +478,10 @@ REPORT=$OUTDIR/report-$STAMP.md
 	if has F && has D; then v=$(ratio "${MRPS[F]}" "${MRPS[D]}"); echo "| F/D 10,000 ÷ 10 services (hit), req/s | $v | ≥ 0.97 | $(verdict "$v" ">=" 0.97) |"; fi
 	if has D && has B; then v=$(ratio "${MRPS[D]}" "${MRPS[B]}"); echo "| D/B gateway local hit ÷ stock reverse_proxy, req/s | $v | | |"; fi
 	if has G && has B; then v=$(ratio "${MRPS[G]}" "${MRPS[B]}"); echo "| G/B gateway Redis hit ÷ stock reverse_proxy, req/s | $v | | |"; fi
+	if has J && has G; then
+		v=$(ratio "${MRPS[J]}" "${MRPS[G]}"); echo "| J/G Redis Cluster hit ÷ standalone Redis hit, req/s | $v | | |"
+		v=$(awk -v a="${MP99[J]}" -v b="${MP99[G]}" 'BEGIN{ printf "%+.2f ms", a - b }'); echo "| J − G p99 a cluster hit adds over standalone | $v | | |"
+	fi
 	echo
 	echo "Raw wrk outputs: bench/out/raw/. Answer headers of each configuration: bench/out/run/check-*.headers."
 } | tee "$REPORT"
