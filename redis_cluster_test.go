@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,9 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
 		upstreamCalls.Add(1)
 		w.Header().Set("Cache-Control", "public, max-age=300")
+		if strings.Contains(r.URL.Path, "/short/") {
+			w.Header().Set("Cache-Control", "public, max-age=1")
+		}
 		w.Header().Set("Surrogate-Key", "all")
 		echoHandler(w, r)
 	})
@@ -80,9 +84,21 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 		return !strings.Contains(resp.Header.Get("Cache-Status"), "hit")
 	})
 
-	// A master killed under load: no failed request.
+	// A master killed under load: no failed request, and no answer served from the cache past its
+	// freshness (the short-lived entries outlive theirs during the failover).
 	ld := startLoad(t, []*process{a, b, a, b}, func(i, n int) string {
+		if n%4 == 0 {
+			return fmt.Sprintf("/api/%s/short/%d", services[n%3], n%20)
+		}
 		return fmt.Sprintf("/api/%s/load/%d/%d", services[n%3], i, n%40)
+	}, func(resp *http.Response) bool {
+		age, _ := strconv.Atoi(resp.Header.Get("Age"))
+		fresh := 300
+		if strings.Contains(resp.Request.URL.Path, "/short/") {
+			fresh = 1
+		}
+		cs := resp.Header.Get("Cache-Status")
+		return !strings.Contains(cs, "; hit") || age <= fresh
 	})
 	ld.progress(100)
 	cl.Nodes[0].Kill() // a master: its replica takes over after cluster-node-timeout (1 s)

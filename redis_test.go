@@ -112,11 +112,16 @@ type load struct {
 	done, failed atomic.Int64
 	quit         chan struct{}
 	wg           sync.WaitGroup
+	// check, when set, says whether a 200 answer is right; a wrong one counts as failed.
+	check func(*http.Response) bool
 }
 
 // startLoad sends GETs to the processes (one goroutine each), the n-th of goroutine i for path(i, n).
-func startLoad(t *testing.T, procs []*process, path func(i, n int) string) *load {
+func startLoad(t *testing.T, procs []*process, path func(i, n int) string, check ...func(*http.Response) bool) *load {
 	l := &load{t: t, quit: make(chan struct{})}
+	if len(check) > 0 {
+		l.check = check[0]
+	}
 	for i, p := range procs {
 		l.wg.Go(func() {
 			for n := 0; ; n++ {
@@ -126,7 +131,7 @@ func startLoad(t *testing.T, procs []*process, path func(i, n int) string) *load
 				default:
 				}
 				resp, err := http.Get(p.base + path(i, n))
-				if err != nil || resp.StatusCode != 200 {
+				if err != nil || resp.StatusCode != 200 || (l.check != nil && !l.check(resp)) {
 					l.failed.Add(1)
 				}
 				if resp != nil {
