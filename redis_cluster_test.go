@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddy-gateway/caddy-gateway/internal/testredis"
 	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
@@ -123,4 +125,76 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 		t.Fatalf("%d of %d requests failed while a master was killed", failed, done)
 	}
 	t.Logf("%d requests, none failed, across the failover", done)
+}
+
+// Two Caddy processes share a primary found through a real Sentinel: a
+// primary killed under load fails no request, and the tier follows the
+// promoted replica by itself.
+func TestTwoInstancesFollowASentinelFailover(t *testing.T) {
+	sn := testredis.StartSentinel(t)
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		echoHandler(w, r)
+	})
+	block := fmt.Sprintf(`gateway /api/* {
+		service users %s
+		cache {
+			redis {
+				sentinel %s %s
+				timeout 200ms
+			}
+		}
+	}`, up.URL, sn.Master, sn.URL())
+	a, b := runCaddy(t, "", block), runCaddy(t, "", block)
+	shared := func(path string) bool {
+		writes := a.redisWrites(t)
+		a.get(t, path)
+		for deadline := time.Now().Add(2 * time.Second); a.redisWrites(t) == writes; {
+			if time.Now().After(deadline) {
+				return false // not written (the tier is down or the write was dropped): try another path
+			}
+			time.Sleep(10 * time.Millisecond) // polling interval
+		}
+		resp, _ := b.get(t, path)
+		return strings.Contains(resp.Header.Get("Cache-Status"), "detail=redis")
+	}
+
+	if !shared("/api/users/before") {
+		t.Fatal("no sharing through the sentinel's primary")
+	}
+	ld := startLoad(t, []*process{a, b}, func(i, n int) string { return fmt.Sprintf("/api/users/load/%d/%d", i, n%40) })
+	ld.progress(100)
+	sn.Primary.Kill()
+	ld.progress(200)
+	n := 0
+	testutil.Eventually(t, "sharing through the promoted replica", func() bool {
+		n++
+		return shared(fmt.Sprintf("/api/users/after/%d", n))
+	})
+	if done, failed := ld.stop(); failed != 0 {
+		t.Fatalf("%d of %d requests failed across the sentinel failover", failed, done)
+	}
+}
+
+// redisWrites is the count of entries the process wrote to its Redis tier.
+func (p *process) redisWrites(t *testing.T) int64 {
+	t.Helper()
+	resp, err := http.Get(p.admin + "/gateway/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats struct {
+		Gateways map[string]struct {
+			Cache struct {
+				Redis struct {
+					Writes int64 `json:"writes"`
+				} `json:"redis"`
+			} `json:"cache"`
+		} `json:"gateways"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
+		t.Fatal(err)
+	}
+	return stats.Gateways["gateway"].Cache.Redis.Writes
 }
