@@ -205,7 +205,7 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.rs = rs
 	if opts.Redis != nil {
-		if c.redis, err = newRedisTier(c, *opts.Redis); err != nil {
+		if c.redis, err = c.newShared(*opts.Redis); err != nil {
 			rs.Close()
 			return nil, err
 		}
@@ -266,10 +266,7 @@ func (c *Cache) Stats() Stats {
 // what every instance stored). A Redis that is down is skipped (logged), never waited for.
 func (c *Cache) Purge(service, pathPrefix string) int {
 	pathPrefix = matchForm(pathPrefix)
-	if c.redis != nil {
-		c.redis.epoch.Add(1)
-	}
-	n := c.purgeLocal(service, pathPrefix)
+	n := c.purgeLocal(service, pathPrefix) // fences the Redis tier (notePurgeLocked)
 	if c.redis != nil && !c.closed.Load() {
 		n = max(n, c.redis.purge(service, pathPrefix))
 	}
@@ -292,7 +289,7 @@ func (c *Cache) purgeLocal(service, pathPrefix string) int {
 func (c *Cache) notePurgeLocked(ev purgeEvent) {
 	c.purges.add(ev)
 	if c.redis != nil {
-		c.redis.epoch.Add(1)
+		c.redis.fence()
 	}
 }
 

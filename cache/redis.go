@@ -151,7 +151,8 @@ return resp
 
 // redisTier is the shared second tier of a Cache.
 type redisTier struct {
-	c      *Cache
+	hooks  redisHooks // the cache above, as far as the tier needs it
+	log    *zap.Logger
 	opts   RedisOptions
 	client redis.UniversalClient
 	topo   topology // nodes of a cluster or sentinel, read by watchTopology
@@ -166,8 +167,8 @@ type redisTier struct {
 	downSince atomic.Int64
 	kick      chan struct{} // the tier went down: wake the prober
 
-	// epoch is bumped by every purge or invalidation (local or received); a queued write taken
-	// before the bump is dropped, and one in flight across it is undone.
+	// epoch is moved by every purge or invalidation (local: fence; received: handle); a queued
+	// write taken before the move is dropped, and one in flight across it is undone.
 	epoch  atomic.Uint64
 	writes chan redisWrite
 
@@ -202,7 +203,7 @@ type redisMsg struct {
 	Bases   [][]byte `json:"bases,omitempty"` // base keys (invalidate)
 }
 
-func newRedisTier(c *Cache, o RedisOptions) (*redisTier, error) {
+func newRedisTier(o RedisOptions, hooks redisHooks) (*redisTier, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -216,7 +217,8 @@ func newRedisTier(c *Cache, o RedisOptions) (*redisTier, error) {
 		rnd[i] = byte(rand.Uint32())
 	}
 	t := &redisTier{
-		c:      c,
+		hooks:  hooks,
+		log:    hooks.log,
 		opts:   o,
 		client: client,
 		id:     hex.EncodeToString(rnd[:]),
@@ -261,7 +263,7 @@ func (t *redisTier) runRecovered(name string, loop func()) (panicked bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			panicked = true
-			t.c.log.Error("recovered from a panic; restarting", zap.String("goroutine", name), zap.Any("panic", v))
+			t.log.Error("recovered from a panic; restarting", zap.String("goroutine", name), zap.Any("panic", v))
 		}
 	}()
 	loop()
@@ -337,7 +339,7 @@ func (t *redisTier) fail(ctx context.Context, err error) {
 	t.errs.Add(1)
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
-		t.c.log.Debug("redis command failed", zap.Error(err))
+		t.log.Debug("redis command failed", zap.Error(err))
 		return
 	}
 	t.markDown(err)
@@ -357,7 +359,7 @@ func (t *redisTier) markDown(err error) {
 	t.failures.Store(0)
 	t.downSince.Store(now.UnixNano())
 	t.nextProbe.Store(now.Add(t.backoff(lvl)).UnixNano())
-	t.c.log.Warn("redis cache tier down; serving from the local tier and upstream", zap.Error(err))
+	t.log.Warn("redis cache tier down; serving from the local tier and upstream", zap.Error(err))
 	select {
 	case t.kick <- struct{}{}:
 	default:
@@ -367,7 +369,7 @@ func (t *redisTier) markDown(err error) {
 func (t *redisTier) markUp() {
 	t.upSince.Store(time.Now().UnixNano())
 	t.up.Store(true)
-	t.c.log.Info("redis cache tier up again",
+	t.log.Info("redis cache tier up again",
 		zap.Duration("down_for", time.Since(time.Unix(0, t.downSince.Load()))))
 }
 
@@ -399,7 +401,7 @@ func (t *redisTier) prober() {
 				t.failures.Add(1)
 				lvl := t.level.Add(1)
 				t.nextProbe.Store(time.Now().Add(t.backoff(lvl)).UnixNano())
-				t.c.log.Debug("redis probe failed", zap.Error(err))
+				t.log.Debug("redis probe failed", zap.Error(err))
 			}
 		}
 	}
@@ -429,13 +431,16 @@ func (t *redisTier) tagKey(service, tag string) string {
 }
 
 // lookup is the request path after a local miss: it asks Redis for the key in buf (a primary key,
-// or a variant key when the local tier had the Vary marker), fills the local tier with what it finds
-// and returns the entry, the final lookup key and whether a marker was found without its variant.
-// Concurrent lookups of one key make one Redis request. It never takes longer than Timeout.
-func (t *redisTier) lookup(r *http.Request, service, auth string, buf []byte, baseLen int, varyMiss bool) (*Entry, []byte, bool) {
+// or a variant key when the local tier had the Vary marker), hands what it finds (a marker, then
+// the variant) to found, and returns the entry, the final lookup key and whether a marker was found
+// without its variant. Concurrent lookups of one key make one Redis request: a request that waited
+// for another's gets again = true when that one found the entry (the caller looks it up locally).
+// It never takes longer than Timeout.
+func (t *redisTier) lookup(r *http.Request, service string, buf []byte, baseLen int, varyMiss bool,
+	found func(*Entry)) (e *Entry, key []byte, vm, again bool) {
 	if !t.up.Load() {
 		t.skipped.Add(1)
-		return nil, buf, varyMiss
+		return nil, buf, varyMiss, false
 	}
 	start := time.Now()
 	if t.hookLookup != nil {
@@ -449,25 +454,21 @@ func (t *redisTier) lookup(r *http.Request, service, auth string, buf []byte, ba
 		select {
 		case <-fl.done:
 		case <-tm.C:
-			return nil, buf, varyMiss
+			return nil, buf, varyMiss, false
 		case <-r.Context().Done():
-			return nil, buf, varyMiss
+			return nil, buf, varyMiss, false
 		}
-		if !fl.stored {
-			return nil, buf, varyMiss
-		}
-		e, key, _, vm := t.c.lookup(buf, r, service, auth)
-		return e, key, vm
+		return nil, buf, varyMiss, fl.stored
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), t.opts.Timeout)
 	defer cancel()
-	e, buf, varyMiss := t.fetch(ctx, r, service, buf, baseLen, varyMiss)
+	e, buf, varyMiss = t.fetch(ctx, r, service, buf, baseLen, varyMiss, found)
 	t.lookups.finish(fkey, fl, e != nil, nil)
-	return e, buf, varyMiss
+	return e, buf, varyMiss, false
 }
 
-func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, buf []byte, baseLen int, varyMiss bool) (*Entry, []byte, bool) {
-	since := t.c.purgeSeq() // what Redis answers may predate a purge that comes while we ask
+func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, buf []byte, baseLen int, varyMiss bool,
+	found func(*Entry)) (*Entry, []byte, bool) {
 	if !varyMiss {
 		e, ok := t.get(ctx, service, buf, baseLen)
 		if e == nil {
@@ -478,10 +479,10 @@ func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, 
 		}
 		if !e.Marker {
 			t.hits.Add(1)
-			t.c.fill(e, since)
+			found(e)
 			return e, buf, false
 		}
-		t.c.fill(e, since)
+		found(e)
 		buf = appendVariantKey(buf, e.Vary, r.Header)
 	}
 	e, ok := t.get(ctx, service, buf, baseLen)
@@ -492,7 +493,7 @@ func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, 
 		return nil, buf, true
 	}
 	t.hits.Add(1)
-	t.c.fill(e, since)
+	found(e)
 	return e, buf, false
 }
 
@@ -514,22 +515,30 @@ func (t *redisTier) get(ctx context.Context, service string, key []byte, baseLen
 		}
 		t.corrupt.Add(1)
 		t.errs.Add(1)
-		t.c.log.Debug("ignoring a corrupt value in redis", zap.String("key", rk), zap.Error(err))
+		t.log.Debug("ignoring a corrupt value in redis", zap.String("key", rk), zap.Error(err))
 		return nil, false
 	}
-	e.prepare(&t.c.opts)
 	return e, true
 }
 
-// enqueue hands a stored response (and its Vary marker) to the background writers. epoch was read
-// before the local store checked the purge log: a purge or invalidation that store did not see has
-// moved the epoch since, and the write is dropped or undone.
-func (t *redisTier) enqueue(marker, e *Entry, epoch uint64) {
+// fence moves the tier's epoch: every purge or invalidation of the local tier calls it (under the
+// store lock), so that a write taken before it is dropped, or undone when it lands after it.
+func (t *redisTier) fence() { t.epoch.Add(1) }
+
+// currentEpoch is read by a store before it checks the purge log (see enqueue).
+func (t *redisTier) currentEpoch() uint64 { return t.epoch.Load() }
+
+// isUp reports whether the tier is being asked (false while skipped after an error).
+func (t *redisTier) isUp() bool { return t.up.Load() }
+
+// enqueue hands a stored response (and its Vary marker) to the background writers, to keep for
+// ttl. epoch (currentEpoch) was read before the local store checked the purge log: a purge or
+// invalidation that store did not see has fenced the tier since, and the write is dropped or undone.
+func (t *redisTier) enqueue(marker, e *Entry, ttl time.Duration, epoch uint64) {
 	if !t.up.Load() {
 		t.dropped.Add(1)
 		return
 	}
-	ttl := t.c.retention(e) - e.age(t.c.now())
 	if ttl <= 0 {
 		return
 	}
@@ -636,7 +645,7 @@ func purgePrefixes(prefix string) []string {
 func (t *redisTier) purge(service, prefix string) int {
 	t.epoch.Add(1)
 	if !t.up.Load() {
-		t.c.log.Warn("redis cache tier down: purge not applied to redis nor other instances",
+		t.log.Warn("redis cache tier down: purge not applied to redis nor other instances",
 			zap.String("service", service), zap.String("prefix", prefix))
 		return 0
 	}
@@ -688,7 +697,7 @@ func (t *redisTier) purgeServices(ctx context.Context, service string) (services
 func (t *redisTier) purgeTags(service string, tags []string) int {
 	t.epoch.Add(1)
 	if !t.up.Load() {
-		t.c.log.Warn("redis cache tier down: tag purge not applied to redis nor other instances",
+		t.log.Warn("redis cache tier down: tag purge not applied to redis nor other instances",
 			zap.String("service", service), zap.Strings("tags", tags))
 		return 0
 	}
@@ -775,7 +784,7 @@ func (t *redisTier) subscriber() {
 			lvl = 0
 		}
 		lvl++
-		t.c.log.Debug("redis subscription lost; reconnecting", zap.Error(err))
+		t.log.Debug("redis subscription lost; reconnecting", zap.Error(err))
 		if !t.sleep(t.backoff(lvl)) {
 			return
 		}
@@ -809,8 +818,8 @@ func (t *redisTier) subscribeOnce(first *bool) error {
 	if !*first {
 		t.resyncs.Add(1)
 		t.epoch.Add(1)
-		t.c.purgeLocal("", "")
-		t.c.log.Info("redis subscription restored; local cache tier flushed (invalidations may have been missed)")
+		t.hooks.resync()
+		t.log.Info("redis subscription restored; local cache tier flushed (invalidations may have been missed)")
 	}
 	*first = false
 	pinged := false
@@ -849,16 +858,16 @@ func (t *redisTier) handle(payload string) {
 	switch m.Op {
 	case "purge":
 		t.epoch.Add(1)
-		t.c.purgeLocal(m.Service, m.Prefix)
+		t.hooks.purged(m.Service, m.Prefix)
 	case "invalidate":
 		t.epoch.Add(1)
-		t.c.invalidateLocal(m.Service, m.Bases)
+		t.hooks.invalidated(m.Service, m.Bases)
 	case "tags":
 		if len(m.Tags) == 0 {
 			return // never "everything"
 		}
 		t.epoch.Add(1)
-		t.c.purgeTagsLocal(m.Service, m.Tags)
+		t.hooks.tagsPurged(m.Service, m.Tags)
 	default:
 		return
 	}

@@ -76,7 +76,7 @@ func (t *redisTier) watchTopology() {
 		if err == nil {
 			t.noteTopology(nodes, ids)
 		} else if t.ctx.Err() == nil {
-			t.c.log.Debug("reading the redis topology failed", zap.Error(err))
+			t.log.Debug("reading the redis topology failed", zap.Error(err))
 		}
 		if !t.sleep(topologyInterval) {
 			return
@@ -104,7 +104,7 @@ func (t *redisTier) noteTopology(nodes []RedisNode, ids []string) {
 	}
 	if failover {
 		h.lastFailover = time.Now()
-		t.c.log.Info("redis failover seen: a replica was promoted", zap.Any("nodes", nodes))
+		t.log.Info("redis failover seen: a replica was promoted", zap.Any("nodes", nodes))
 	}
 	h.nodes, h.roles = nodes, roles
 }

@@ -77,10 +77,10 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth)
 	hit := "hit"
 	if e == nil && c.redis != nil {
-		if !c.redis.up.Load() {
+		if !c.redis.isUp() {
 			c.explain(service, "", 0, ReasonRedisError) // this miss could not ask the shared tier
 		}
-		e, key, varyMiss = c.redis.lookup(r, service, auth, key, baseLen, varyMiss)
+		e, key, varyMiss = c.lookupShared(r, service, auth, key, baseLen, varyMiss)
 		if e != nil {
 			hit = "hit; detail=redis"
 		}
@@ -572,7 +572,7 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Re
 	// Read before the purge log is checked: a purge this store does not see bumps it afterwards.
 	var epoch uint64
 	if c.redis != nil {
-		epoch = c.redis.epoch.Load()
+		epoch = c.redis.currentEpoch()
 	}
 	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), c.keyQuery(e.Service, r.URL.RawQuery))
 	e.BaseLen = len(buf)
@@ -593,7 +593,7 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Re
 		res = c.store(e, since)
 	}
 	if res != storeOutdated && c.redis != nil && !c.closed.Load() {
-		c.redis.enqueue(m, e, epoch) // even if the local admission policy refused it
+		c.shareStored(m, e, epoch) // even if the local admission policy refused it
 	}
 	switch res {
 	case storeOutdated:
@@ -752,10 +752,7 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header, baseP
 	for i, ref := range refs {
 		bases[i] = ref.base
 	}
-	if c.redis != nil {
-		c.redis.epoch.Add(1) // before the local removal: a write racing with it is dropped or undone
-	}
-	c.invalidateLocal(service, bases)
+	c.invalidateLocal(service, bases) // fences the Redis tier: a write racing with it is dropped or undone
 	if c.redis != nil && !c.closed.Load() {
 		c.redis.invalidate(r.Context(), service, refs)
 	}
