@@ -106,7 +106,8 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 	cl.Nodes[0].Kill() // a master: its replica takes over after cluster-node-timeout (1 s)
 	ld.progress(300)
 	// sharing resumes: a new URL stored by a is a cluster hit on b
-	testutil.Eventually(t, "sharing to resume after the failover", func() bool {
+	// the tier may be skipped for its backoff (up to 10 s by default) after the failover's errors
+	testutil.EventuallyWithin(t, 45*time.Second, "sharing to resume after the failover", func() bool {
 		path := fmt.Sprintf("/api/users/after/%d", ld.done.Load())
 		a.get(t, path)
 		for range 20 { // the write is asynchronous
@@ -117,7 +118,7 @@ func TestTwoInstancesShareARedisCluster(t *testing.T) {
 		}
 		return false
 	})
-	testutil.Eventually(t, "the failover in /gateway/health", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the failover in /gateway/health", func() bool {
 		return strings.Contains(adminGet(a, "/gateway/health"), `"last_failover"`)
 	})
 	done, failed := ld.stop()
@@ -167,7 +168,8 @@ func TestTwoInstancesFollowASentinelFailover(t *testing.T) {
 	sn.Primary.Kill()
 	ld.progress(200)
 	n := 0
-	testutil.Eventually(t, "sharing through the promoted replica", func() bool {
+	// the tier may be skipped for its backoff (up to 10 s by default) after the failover's errors
+	testutil.EventuallyWithin(t, 45*time.Second, "sharing through the promoted replica", func() bool {
 		n++
 		return shared(fmt.Sprintf("/api/users/after/%d", n))
 	})

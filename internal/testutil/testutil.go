@@ -29,10 +29,17 @@ const Timeout = 10 * time.Second
 // callback's): synchronisation on observable state, never a fixed sleep.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	EventuallyWithin(t, Timeout, what, cond)
+}
+
+// EventuallyWithin is Eventually with its own bound, for a state change that
+// is known to take long (a failover, then a backoff that may reach 10 s).
+func EventuallyWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", Timeout, what)
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(time.Millisecond) // polling interval, not synchronisation
 	}
