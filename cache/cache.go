@@ -10,12 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddy-gateway/caddy-gateway/internal/outcome"
-	"github.com/dgraph-io/ristretto/v2"
 	"go.uber.org/zap"
 )
 
@@ -107,31 +105,22 @@ type Stats struct {
 	Redis *RedisStats `json:"redis,omitempty"`
 }
 
-// Cache is a shared HTTP cache. Use New; all methods are safe for concurrent use.
+// Cache is a shared HTTP cache. Use New; all methods are safe for concurrent use. It is the RFC 9111
+// policy (serve.go, freshness.go, coalesce.go): it keeps entries in its local tier (local.go) and,
+// when configured, the shared Redis tier (redis*.go), and knows neither store's insides.
 type Cache struct {
-	opts Options
-	now  func() time.Time
-	log  *zap.Logger
-	rs   *ristretto.Cache[[]byte, *Entry]
-	idx  index
-	fl   flights
-	pass passKeys
+	opts  Options
+	now   func() time.Time
+	log   *zap.Logger
+	local *localTier
+	fl    flights
+	pass  passKeys
 	// keys are the compiled Options.Keys (nil: default keys everywhere).
 	keys map[string]*KeyRules
 	// redis is the shared second tier, or nil.
 	redis *redisTier
 
-	// storeMu orders stores against purges and Close: stores (index add + ristretto Set + Wait) hold
-	// it shared, purges and Close exclusively, so a purge never misses an entry half-way into the
-	// store and nothing touches ristretto after Close. It is never held across network I/O.
-	storeMu sync.RWMutex
-	closed  atomic.Bool
-	// purges remembers recent purges and invalidations so that an answer whose fetch started before
-	// one of them is not stored after it (written under storeMu held exclusively).
-	purges purgeLog
-
 	hits, misses, stale, bypass, revalidated, coalesced atomic.Int64
-	stores, rejected, evictions, purged                 atomic.Int64
 	reasons                                             reasonCounts
 	decided                                             decisions
 
@@ -180,35 +169,16 @@ func New(opts Options) (*Cache, error) {
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
-	// ristretto wants ~10 counters per expected entry; assume 2 KiB entries on average.
-	counters := min(max(opts.MaxSize/2048*10, 10_000), 20_000_000)
-	rs, err := ristretto.NewCache(&ristretto.Config[[]byte, *Entry]{
-		NumCounters: counters,
-		MaxCost:     opts.MaxSize,
-		BufferItems: 64,
-		// Our cost already is the entry's real size including a per-entry overhead (entryOverhead)
-		// that covers ristretto's own item; adding its internal cost would count that twice.
-		IgnoreInternalCost: true,
-		OnEvict: func(it *ristretto.Item[*Entry]) {
-			if c.idx.remove(it.Value) {
-				c.evictions.Add(1)
-			}
-		},
-		OnReject: func(it *ristretto.Item[*Entry]) {
-			if c.idx.remove(it.Value) {
-				c.rejected.Add(1)
-			}
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cache: creating store: %w", err)
+	var err error
+	if c.local, err = newLocalTier(opts.MaxSize); err != nil {
+		return nil, err
 	}
-	c.rs = rs
 	if opts.Redis != nil {
 		if c.redis, err = c.newShared(*opts.Redis); err != nil {
-			rs.Close()
+			c.local.close()
 			return nil, err
 		}
+		c.local.onRemove = c.redis.fence
 	}
 	return c, nil
 }
@@ -216,22 +186,16 @@ func New(opts Options) (*Cache, error) {
 // Close stops the store's goroutines and drops every entry. It is idempotent; after Close, Serve
 // passes every request straight to fetch.
 func (c *Cache) Close() {
-	c.storeMu.Lock()
-	if c.closed.Swap(true) {
-		c.storeMu.Unlock()
-		return
-	}
-	c.rs.Close()
-	c.storeMu.Unlock()
-	if c.redis != nil {
-		c.redis.close() // outside storeMu: it waits for goroutines that may purge
+	if c.local.close() && c.redis != nil {
+		c.redis.close() // it waits for goroutines that may purge the local tier
 	}
 }
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	s := Stats{
-		Entries:     c.idx.len(),
+		Entries:     c.local.entries(),
+		Bytes:       c.local.bytes(),
 		MaxBytes:    c.opts.MaxSize,
 		Hits:        c.hits.Load(),
 		Misses:      c.misses.Load(),
@@ -239,14 +203,11 @@ func (c *Cache) Stats() Stats {
 		Bypass:      c.bypass.Load(),
 		Revalidated: c.revalidated.Load(),
 		Coalesced:   c.coalesced.Load(),
-		Stores:      c.stores.Load(),
-		Rejected:    c.rejected.Load(),
-		Evictions:   c.evictions.Load(),
-		Purged:      c.purged.Load(),
+		Stores:      c.local.stores.Load(),
+		Rejected:    c.local.rejected.Load(),
+		Evictions:   c.local.evictions.Load(),
+		Purged:      c.local.purged.Load(),
 		Reasons:     c.reasons.snapshot(),
-	}
-	if !c.closed.Load() {
-		s.Bytes = c.rs.MaxCost() - c.rs.RemainingCost()
 	}
 	if c.redis != nil {
 		s.Redis = c.redis.stats()
@@ -266,51 +227,23 @@ func (c *Cache) Stats() Stats {
 // what every instance stored). A Redis that is down is skipped (logged), never waited for.
 func (c *Cache) Purge(service, pathPrefix string) int {
 	pathPrefix = matchForm(pathPrefix)
-	n := c.purgeLocal(service, pathPrefix) // fences the Redis tier (notePurgeLocked)
-	if c.redis != nil && !c.closed.Load() {
+	n := c.purgeLocal(service, pathPrefix)
+	if c.redis != nil && !c.local.isClosed() {
 		n = max(n, c.redis.purge(service, pathPrefix))
 	}
 	return n
 }
 
 // purgeLocal is Purge on the local tier only (also for purges other instances publish, hence the
-// prefix brought to matchForm here too; the form of a form is itself).
+// prefix brought to matchForm here too; the form of a form is itself). It fences the Redis tier
+// (localTier.onRemove).
 func (c *Cache) purgeLocal(service, pathPrefix string) int {
-	pathPrefix = matchForm(pathPrefix)
-	c.storeMu.Lock()
-	defer c.storeMu.Unlock()
-	c.notePurgeLocked(purgeEvent{service: service, prefix: pathPrefix})
-	return c.removeLocked(c.idx.take(service, pathPrefix))
-}
-
-// notePurgeLocked records a purge or invalidation (storeMu held exclusively). It also moves the Redis
-// tier's epoch here, under the lock: a store that did not see this event in the log (it checked
-// before) read the epoch before this bump, so its Redis write is dropped or undone.
-func (c *Cache) notePurgeLocked(ev purgeEvent) {
-	c.purges.add(ev)
-	if c.redis != nil {
-		c.redis.fence()
-	}
+	return c.local.remove(purgeEvent{service: service, prefix: matchForm(pathPrefix)})
 }
 
 // purgeSeq is the position of the purge log now: an exchange notes it before it starts and hands it
 // to store, which refuses the answer when a purge or invalidation covering it came since.
-func (c *Cache) purgeSeq() uint64 { return c.purges.seq.Load() }
-
-// removeLocked deletes already-unindexed entries from the store; storeMu must be held exclusively.
-func (c *Cache) removeLocked(es []*Entry) int {
-	n := 0
-	for _, e := range es {
-		if !c.closed.Load() {
-			c.rs.Del([]byte(e.Key))
-		}
-		if !e.Marker {
-			n++
-		}
-	}
-	c.purged.Add(int64(n))
-	return n
-}
+func (c *Cache) purgeSeq() uint64 { return c.local.position() }
 
 // storeOutcome says what became of an offered entry.
 type storeOutcome uint8
@@ -321,12 +254,10 @@ const (
 	storeOutdated                     // a purge or invalidation covering it came after its fetch began
 )
 
-// store offers e, fetched from an exchange that began at purge-log position since, to the store. It
-// waits for ristretto to apply the write (Wait) so the very next lookup sees it: a store happens once
-// per upstream exchange, which already cost a round trip, while a pending-writes map would cost a lock
-// on every hit.
+// store offers e, fetched from an exchange that began at purge-log position since, to the local
+// tier, for its retention.
 func (c *Cache) store(e *Entry, since uint64) storeOutcome {
-	return c.storeTTL(e, c.retention(e), since)
+	return c.local.put(e, c.retention(e), since)
 }
 
 // fill puts an entry read from the Redis tier (by a lookup that began at purge-log position since)
@@ -338,35 +269,8 @@ func (c *Cache) fill(e *Entry, since uint64) {
 		return
 	}
 	if ttl := c.retention(e) - e.age(c.now()); ttl > 0 {
-		c.storeTTL(e, ttl, since)
+		c.local.put(e, ttl, since)
 	}
-}
-
-// storeTTL is store with an explicit retention. The purge log is checked under storeMu: a purge
-// either came before (logged, the entry is refused) or comes after (it finds the entry indexed).
-func (c *Cache) storeTTL(e *Entry, ttl time.Duration, since uint64) storeOutcome {
-	c.storeMu.RLock()
-	defer c.storeMu.RUnlock()
-	if c.closed.Load() {
-		return storeRefused
-	}
-	if c.purges.covers(e, since) {
-		return storeOutdated
-	}
-	c.idx.add(e)
-	if !c.rs.SetWithTTL([]byte(e.Key), e, e.cost, ttl) {
-		c.idx.remove(e)
-		c.rejected.Add(1)
-		return storeRefused
-	}
-	c.rs.Wait()
-	if !c.idx.contains(e) {
-		return storeRefused
-	}
-	if !e.Marker {
-		c.stores.Add(1)
-	}
-	return storeAdmitted
 }
 
 // retention is how long the store keeps e (wall clock): its freshness plus the stale windows, plus
@@ -382,10 +286,11 @@ func (c *Cache) retention(e *Entry) time.Duration {
 	return max(keep, time.Second)
 }
 
-// lookup finds the stored entry for r, following a Vary marker to the variant. It builds keys in buf
-// and returns the (possibly grown) buffer holding the lookup key, the length of its base part, and
-// whether a marker was found but not the variant.
-func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string) (e *Entry, key []byte, baseLen int, varyMiss bool) {
+// lookup finds the stored entry for r in the local tier, following a Vary marker to the variant, and
+// makes view a view of it. It builds keys in buf and returns the entry (view, or nil), the (possibly
+// grown) buffer holding the lookup key, the length of its base part, and whether a marker was found
+// but not the variant. It does not allocate.
+func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string, view *Entry) (e *Entry, key []byte, baseLen int, varyMiss bool) {
 	path := r.URL.RawPath
 	if path == "" {
 		path = r.URL.Path
@@ -394,17 +299,9 @@ func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string) (e *En
 	baseLen = len(buf)
 	buf = appendAuthKey(buf, auth)
 	buf = c.appendKeyHeaders(buf, service, r.Header)
-	v, ok := c.rs.Get(buf)
-	if !ok || v == nil || v.Key != string(buf) {
-		return nil, buf, baseLen, false
+	buf, found, varyMiss := c.local.lookup(buf, r.Header, view)
+	if !found {
+		return nil, buf, baseLen, varyMiss
 	}
-	if !v.Marker {
-		return v, buf, baseLen, false
-	}
-	buf = appendVariantKey(buf, v.Vary, r.Header)
-	v, ok = c.rs.Get(buf)
-	if !ok || v == nil || v.Marker || v.Key != string(buf) {
-		return nil, buf, baseLen, true
-	}
-	return v, buf, baseLen, false
+	return view, buf, baseLen, false
 }

@@ -34,7 +34,7 @@ func notModified(r *http.Request, e *Entry) bool {
 	}
 	lm := e.lastModified
 	if lm.IsZero() {
-		if lm, err = http.ParseTime(e.Header.Get("Date")); err != nil {
+		if lm, err = http.ParseTime(e.field("Date")); err != nil {
 			return false
 		}
 	}

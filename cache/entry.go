@@ -14,9 +14,10 @@ import (
 // misreading them.
 const entryFormatVersion byte = 1
 
-// entryOverhead approximates the memory an entry costs beyond its strings, header and body: the Entry
-// struct, its slot in ristretto's store and policy, and its place in the purge index. It is part of the
-// cost so that MaxSize bounds real memory, not just payload bytes (see TestMemoryBounded).
+// entryOverhead is the memory a stored entry costs beyond its block (block.go): its slots in
+// ristretto's store, expiry buckets and policy, and its place in the index (the base key and URL
+// strings, the ref). It is part of the cost so that MaxSize bounds real memory, not just payload
+// bytes (TestMemoryBounded, TestBlocksAreNotScanned).
 const entryOverhead = 480
 
 // ErrCorruptEntry is returned (wrapped) by Entry.UnmarshalBinary for any value that is not a complete
@@ -24,9 +25,9 @@ const entryOverhead = 480
 var ErrCorruptEntry = errors.New("cache: corrupt entry")
 
 // Entry is one stored response (header and body together) or, when Marker is set, a Vary marker that
-// records which request headers select among the variants stored under the same URL. Entries are
-// immutable once stored: a refresh stores a new Entry, so the hit path may hand out the header slices
-// and the body without copying them.
+// records which request headers select among the variants stored under the same URL. The local tier
+// keeps it encoded as a block (block.go) and hands out views of the block; a view is immutable, so
+// the hit path may hand out its header values and body without copying them.
 type Entry struct {
 	// Key is the full storage key; BaseLen is the length of its URL part (method class, host, service,
 	// path and query), which groups an entry with its variants for invalidation.
@@ -48,16 +49,22 @@ type Entry struct {
 	ResponseTime time.Time
 	InitialAge   time.Duration
 
-	// Derived by prepare, never encoded: the hot path reads these instead of re-parsing headers.
-	cc           directives
+	// Derived by prepare, never encoded by MarshalBinary (the local tier's blocks keep them): the hot
+	// path reads these instead of re-parsing headers.
 	lifetime     time.Duration
 	etag         string
 	lastModified time.Time
 	swr, sie     time.Duration
-	noStale      bool // must-revalidate, proxy-revalidate, s-maxage or no-cache: never serve stale
-	upstreamCS   []string
+	noCache      bool     // response no-cache: never fresh
+	noStale      bool     // must-revalidate, proxy-revalidate, s-maxage or no-cache: never serve stale
 	tags         []string // from Options.TagHeaders (parseTags); they index the entry
 	cost         int64
+
+	// Set for a view of a local block (Entry.view), whose Header is nil: the block, its header
+	// section and the number of header values in it.
+	block  []byte
+	raw    []byte
+	values int
 }
 
 // MarshalBinary encodes e for a byte-oriented tier: a format-version byte followed by

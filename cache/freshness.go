@@ -89,15 +89,15 @@ func initialAge(h http.Header, requestTime, responseTime time.Time) time.Duratio
 }
 
 // prepare derives the hot-path fields of e from its header and the cache options: parsed
-// Cache-Control, freshness lifetime, validators, stale windows and cost.
+// Cache-Control, freshness lifetime, validators, stale windows and tags (its cost is the local
+// tier's: localTier.put).
 func (e *Entry) prepare(o *Options) {
-	e.cost = e.size()
 	if e.Marker {
 		return
 	}
 	h := e.Header
 	cc := responseDirectives(h)
-	e.cc = cc
+	e.noCache = cc.NoCache
 	e.lifetime, _ = freshnessLifetime(h, cc, e.ResponseTime, o.DefaultTTL)
 	e.etag = h.Get("Etag")
 	if lm := h.Get("Last-Modified"); lm != "" {
@@ -112,32 +112,11 @@ func (e *Entry) prepare(o *Options) {
 	if cc.StaleIfError >= 0 {
 		e.sie = max(e.sie, time.Duration(cc.StaleIfError)*time.Second)
 	}
-	if cs := h["Cache-Status"]; len(cs) > 0 {
-		e.upstreamCS = cs
-	}
 	fields := o.TagHeaders
 	if fields == nil {
 		fields = DefaultTagHeaders
 	}
 	e.tags = parseTags(h, fields) // as Cache.tagHeaders
-	for _, t := range e.tags {
-		e.cost += int64(len(t)) + tagCost
-	}
-}
-
-// size is the entry's real memory cost in bytes: strings, header, body and a fixed overhead.
-func (e *Entry) size() int64 {
-	n := int64(entryOverhead + len(e.Key) + len(e.Service) + len(e.URL) + cap(e.Body))
-	for k, vs := range e.Header {
-		n += int64(len(k)) + 48
-		for _, v := range vs {
-			n += int64(len(v)) + 16
-		}
-	}
-	for _, v := range e.Vary {
-		n += int64(len(v)) + 16
-	}
-	return n
 }
 
 // freshnessLifetime returns the freshness lifetime (RFC 9111 §4.2.1) for a shared cache: s-maxage,
@@ -202,7 +181,7 @@ func (e *Entry) age(now time.Time) time.Duration {
 // fresh reports whether the entry may be served without contacting upstream at the given age, as far
 // as the response is concerned (no-cache responses never are).
 func (e *Entry) fresh(age time.Duration) bool {
-	return !e.cc.NoCache && e.lifetime > age
+	return !e.noCache && e.lifetime > age
 }
 
 // staleness is how long the entry has been stale at the given age (0 while fresh).

@@ -1,42 +1,108 @@
 package cache
 
-import "sync"
+import (
+	"slices"
+	"strings"
+	"sync"
+)
 
-// index remembers which keys are stored for each service and URL, because ristretto cannot iterate
-// its keys: Purge walks a service's URLs, invalidation after an unsafe method drops one URL's entries
-// (all variants and credentials). Entries enter before they are offered to ristretto and leave on
-// eviction, rejection, expiry, purge or replacement; removal compares the entry pointer, so a late
-// callback for a replaced entry cannot drop its successor.
+// index remembers which keys the local tier stores for each service and URL, because ristretto
+// cannot iterate its keys: Purge walks a service's URLs, invalidation after an unsafe method drops one
+// URL's entries (all variants and credentials), PurgeTags finds entries by tag. Entries enter before
+// they are offered to ristretto and leave on eviction, rejection, expiry, purge or replacement;
+// removal compares the block's store sequence number, so a late callback for a replaced entry cannot
+// drop its successor. It holds few pointers per entry (two strings and a slice), for the same reason
+// as the blocks (block.go).
 type index struct {
 	mu       sync.Mutex
-	services map[string]map[string]map[string]*Entry // service → base key → key → entry
-	tags     map[string]map[*Entry]struct{}          // tag → entries carrying it
+	services map[string]map[string]*baseRefs // service → base key → its keys
+	tags     map[string]map[string]tagRef    // tag → key → where the key is indexed
 	n        int
 }
 
-// tag adds e under each of its tags; mu held.
-func (x *index) tag(e *Entry) {
-	if len(e.tags) == 0 {
+// baseRefs are the keys stored under one base key (a URL): usually one, more with Vary variants,
+// credentials or key header values.
+type baseRefs struct {
+	url  string // upstream-relative path and query (Entry.URL)
+	refs []keyRef
+}
+
+// keyRef is one indexed key.
+type keyRef struct {
+	key    string // shares its block's memory: it leaves the index with the block
+	seq    uint64 // the block's store sequence number
+	marker bool
+	tags   []string // nil without tags
+}
+
+// tagRef says where a tagged key is indexed.
+type tagRef struct {
+	service string
+	baseLen int
+}
+
+// add indexes ref, stored for service under url; it replaces the key's previous ref.
+func (x *index) add(service, url string, baseLen int, ref keyRef) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.services == nil {
+		x.services = make(map[string]map[string]*baseRefs)
+	}
+	bases := x.services[service]
+	if bases == nil {
+		bases = make(map[string]*baseRefs)
+		x.services[service] = bases
+	}
+	br := bases[ref.key[:baseLen]]
+	if br == nil {
+		// The map key is not the block's memory: the base outlives a replaced block.
+		br = &baseRefs{url: url}
+		bases[strings.Clone(ref.key[:baseLen])] = br
+	}
+	if i := br.find(ref.key); i >= 0 {
+		x.untag(service, br.refs[i]) // replaced: its tags must not find (and purge) the new entry
+		br.refs[i] = ref
+	} else {
+		br.refs = append(br.refs, ref)
+		x.n++
+	}
+	x.tag(service, baseLen, ref)
+}
+
+func (br *baseRefs) find(key string) int {
+	for i := range br.refs {
+		if br.refs[i].key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// tag adds ref under each of its tags; mu held.
+func (x *index) tag(service string, baseLen int, ref keyRef) {
+	if len(ref.tags) == 0 {
 		return
 	}
 	if x.tags == nil {
-		x.tags = make(map[string]map[*Entry]struct{})
+		x.tags = make(map[string]map[string]tagRef)
 	}
-	for _, t := range e.tags {
+	for _, t := range ref.tags {
 		set := x.tags[t]
 		if set == nil {
-			set = make(map[*Entry]struct{}, 1)
+			set = make(map[string]tagRef, 1)
 			x.tags[t] = set
 		}
-		set[e] = struct{}{}
+		set[ref.key] = tagRef{service: service, baseLen: baseLen}
 	}
 }
 
-// untag removes e from its tags; mu held.
-func (x *index) untag(e *Entry) {
-	for _, t := range e.tags {
+// untag removes ref from its tags; mu held.
+func (x *index) untag(service string, ref keyRef) {
+	for _, t := range ref.tags {
 		if set := x.tags[t]; set != nil {
-			delete(set, e)
+			if tr, ok := set[ref.key]; ok && tr.service == service {
+				delete(set, ref.key)
+			}
 			if len(set) == 0 {
 				delete(x.tags, t)
 			}
@@ -44,112 +110,70 @@ func (x *index) untag(e *Entry) {
 	}
 }
 
-// takeTags removes and returns the entries of service ("" = all services) that carry one of tags.
-func (x *index) takeTags(service string, tags []string) []*Entry {
+// remove drops the key if the indexed ref is still the block with store sequence number seq; it
+// reports whether it was.
+func (x *index) remove(service, key string, baseLen int, seq uint64) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var out []*Entry
-	for _, t := range tags {
-		for e := range x.tags[t] {
-			if service != "" && e.Service != service {
-				continue
-			}
-			out = append(out, e)
-			x.untag(e)
-			x.unindex(e)
-		}
-	}
-	return out
-}
-
-// unindex drops e from the service index (it is the indexed entry for its key); mu held.
-func (x *index) unindex(e *Entry) {
-	bases := x.services[e.Service]
-	base := e.Key[:e.BaseLen]
-	keys := bases[base]
-	delete(keys, e.Key)
-	x.n--
-	if len(keys) == 0 {
-		delete(bases, base)
-		if len(bases) == 0 {
-			delete(x.services, e.Service)
-		}
-	}
-}
-
-func (x *index) add(e *Entry) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.services == nil {
-		x.services = make(map[string]map[string]map[string]*Entry)
-	}
-	bases := x.services[e.Service]
-	if bases == nil {
-		bases = make(map[string]map[string]*Entry)
-		x.services[e.Service] = bases
-	}
-	base := e.Key[:e.BaseLen]
-	keys := bases[base]
-	if keys == nil {
-		keys = make(map[string]*Entry, 1)
-		bases[base] = keys
-	}
-	if old, ok := keys[e.Key]; !ok {
-		x.n++
-	} else if old != e {
-		x.untag(old) // replaced: its tags must not find (and purge) the new entry's key
-	}
-	keys[e.Key] = e
-	x.tag(e)
-}
-
-// remove drops e if it is still the indexed entry for its key; it reports whether it was.
-func (x *index) remove(e *Entry) bool {
-	if e == nil {
+	bases := x.services[service]
+	base := key[:baseLen]
+	br := bases[base]
+	if br == nil {
 		return false
 	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	bases := x.services[e.Service]
-	base := e.Key[:e.BaseLen]
-	keys := bases[base]
-	if keys[e.Key] != e {
+	i := br.find(key)
+	if i < 0 || br.refs[i].seq != seq {
 		return false
 	}
-	x.untag(e)
-	x.unindex(e)
+	x.untag(service, br.refs[i])
+	x.drop(service, bases, base, br, i)
 	return true
 }
 
-// contains reports whether e is the indexed entry for its key.
-func (x *index) contains(e *Entry) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.services[e.Service][e.Key[:e.BaseLen]][e.Key] == e
+// drop removes ref i of br (indexed under base of service); mu held.
+func (x *index) drop(service string, bases map[string]*baseRefs, base string, br *baseRefs, i int) {
+	br.refs = slices.Delete(br.refs, i, i+1) // clears the tail: no ref keeps a dropped block
+	x.n--
+	if len(br.refs) == 0 {
+		delete(bases, base)
+		if len(bases) == 0 {
+			delete(x.services, service)
+		}
+	}
 }
 
-// take removes and returns the entries of service ("" = all services) whose URL is under prefix
-// (underPrefix: segment boundaries).
-func (x *index) take(service, prefix string) []*Entry {
+// contains reports whether the indexed ref for key is the block with store sequence number seq.
+func (x *index) contains(service, key string, baseLen int, seq uint64) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var out []*Entry
+	br := x.services[service][key[:baseLen]]
+	if br == nil {
+		return false
+	}
+	i := br.find(key)
+	return i >= 0 && br.refs[i].seq == seq
+}
+
+// take removes and returns the refs of service ("" = all services) whose URL is under prefix
+// (underPrefix: segment boundaries).
+func (x *index) take(service, prefix string) []keyRef {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []keyRef
 	for svc, bases := range x.services {
 		if service != "" && svc != service {
 			continue
 		}
-		for b, keys := range bases {
-			for _, e := range keys {
-				if underPrefix(e.URL, prefix) {
-					out = append(out, e)
-					x.untag(e)
-					delete(keys, e.Key)
-					x.n--
-				}
+		for b, br := range bases {
+			if !underPrefix(br.url, prefix) {
+				continue
 			}
-			if len(keys) == 0 {
-				delete(bases, b)
+			for _, ref := range br.refs {
+				x.untag(svc, ref)
 			}
+			out = append(out, br.refs...)
+			x.n -= len(br.refs)
+			delete(bases, b)
 		}
 		if len(bases) == 0 {
 			delete(x.services, svc)
@@ -158,21 +182,64 @@ func (x *index) take(service, prefix string) []*Entry {
 	return out
 }
 
-// takeBase removes and returns every entry stored under one base key (all variants, all credentials).
-func (x *index) takeBase(service, base string) []*Entry {
+// takeBase removes and returns every ref stored under one base key (all variants, all credentials).
+func (x *index) takeBase(service, base string) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	bases := x.services[service]
-	keys := bases[base]
-	out := make([]*Entry, 0, len(keys))
-	for _, e := range keys {
-		out = append(out, e)
-		x.untag(e)
-		x.n--
+	br := bases[base]
+	if br == nil {
+		return nil
 	}
+	for _, ref := range br.refs {
+		x.untag(service, ref)
+	}
+	x.n -= len(br.refs)
 	delete(bases, base)
 	if len(bases) == 0 {
 		delete(x.services, service)
+	}
+	return br.refs
+}
+
+// takeTags removes and returns the refs of service ("" = all services) that carry one of tags.
+func (x *index) takeTags(service string, tags []string) []keyRef {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []keyRef
+	for _, t := range tags {
+		for key, tr := range x.tags[t] {
+			if service != "" && tr.service != service {
+				continue
+			}
+			bases := x.services[tr.service]
+			base := key[:tr.baseLen]
+			br := bases[base]
+			if br == nil {
+				continue
+			}
+			i := br.find(key)
+			if i < 0 {
+				continue
+			}
+			ref := br.refs[i]
+			out = append(out, ref)
+			x.untag(tr.service, ref)
+			x.drop(tr.service, bases, base, br, i)
+		}
+	}
+	return out
+}
+
+// find returns the refs (Vary markers included) of service whose URL is url.
+func (x *index) find(service, url string) []keyRef {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []keyRef
+	for _, br := range x.services[service] {
+		if br.url == url {
+			out = append(out, br.refs...)
+		}
 	}
 	return out
 }

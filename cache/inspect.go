@@ -55,9 +55,11 @@ func (c *Cache) Inspect(service, target string) Inspection {
 	url := keyURL(path, c.keyQuery(service, query))
 	out := Inspection{Service: service, URL: url, Variants: []Variant{}}
 	now := c.now()
-	for _, e := range c.idx.find(service, url) {
+	views, tags := c.local.find(service, url)
+	for i := range views {
+		e := &views[i]
 		if e.Marker {
-			out.Vary = e.Vary
+			out.Vary = e.varyNames()
 			continue
 		}
 		age := e.age(now)
@@ -70,10 +72,10 @@ func (c *Cache) Inspect(service, target string) Inspection {
 			Size:                        e.cost,
 			BodySize:                    len(e.Body),
 			ETag:                        e.etag,
-			LastModified:                e.Header.Get("Last-Modified"),
+			LastModified:                e.field("Last-Modified"),
 			Stored:                      e.ResponseTime.UTC(),
 			Private:                     hasAuthPart(e),
-			Tags:                        e.tags,
+			Tags:                        tags[i],
 		})
 	}
 	slices.SortFunc(out.Variants, func(a, b Variant) int { return a.Stored.Compare(b.Stored) })
@@ -86,19 +88,4 @@ func (c *Cache) Inspect(service, target string) Inspection {
 // hasAuthPart reports whether e's key has the credential part right after its base.
 func hasAuthPart(e *Entry) bool {
 	return len(e.Key) > e.BaseLen && e.Key[e.BaseLen] == 'A'
-}
-
-// find returns the entries (Vary markers included) of service whose URL is url.
-func (x *index) find(service, url string) []*Entry {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	var out []*Entry
-	for _, keys := range x.services[service] {
-		for _, e := range keys {
-			if e.URL == url {
-				out = append(out, e)
-			}
-		}
-	}
-	return out
 }

@@ -106,26 +106,31 @@ func appendVariantKey(dst []byte, vary []string, h http.Header) []byte {
 func appendHeaderValues(dst []byte, tag byte, names []string, h http.Header) []byte {
 	dst = append(dst, tag)
 	for _, name := range names {
-		dst = appendLenString(dst, name)
-		vs, ok := h[name]
-		if !ok {
-			dst = append(dst, 0) // absent
-			continue
-		}
-		dst = append(dst, 1) // present
-		// Reserve one byte for the length; normalised values are nearly always short.
-		lenAt := len(dst)
-		dst = append(dst, 0)
-		dst = appendNormalized(dst, name, vs)
-		n := len(dst) - lenAt - 1
-		if n >= 0x7f {
-			// Rare: re-encode with a proper uvarint prefix.
-			val := append([]byte(nil), dst[lenAt+1:]...)
-			dst = binary.AppendUvarint(dst[:lenAt], uint64(n))
-			dst = append(dst, val...)
-		} else {
-			dst[lenAt] = byte(n)
-		}
+		dst = appendHeaderValue(dst, name, h)
+	}
+	return dst
+}
+
+// appendHeaderValue appends one named field of h, normalised, to a key (see appendHeaderValues).
+func appendHeaderValue(dst []byte, name string, h http.Header) []byte {
+	dst = appendLenString(dst, name)
+	vs, ok := h[name]
+	if !ok {
+		return append(dst, 0) // absent
+	}
+	dst = append(dst, 1) // present
+	// Reserve one byte for the length; normalised values are nearly always short.
+	lenAt := len(dst)
+	dst = append(dst, 0)
+	dst = appendNormalized(dst, name, vs)
+	n := len(dst) - lenAt - 1
+	if n >= 0x7f {
+		// Rare: re-encode with a proper uvarint prefix.
+		val := append([]byte(nil), dst[lenAt+1:]...)
+		dst = binary.AppendUvarint(dst[:lenAt], uint64(n))
+		dst = append(dst, val...)
+	} else {
+		dst[lenAt] = byte(n)
 	}
 	return dst
 }

@@ -149,7 +149,7 @@ func ifRangeHolds(vs []string, e *Entry) bool {
 	if err != nil || e.lastModified.IsZero() || !t.Equal(e.lastModified) {
 		return false
 	}
-	date, err := http.ParseTime(e.Header.Get("Date"))
+	date, err := http.ParseTime(e.field("Date"))
 	return err == nil && date.Sub(e.lastModified) >= time.Second
 }
 
@@ -171,7 +171,7 @@ func writePartial(w http.ResponseWriter, e *Entry, rs []byteRange) {
 	}
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
-	ct := e.Header.Get("Content-Type")
+	ct := e.field("Content-Type")
 	for _, br := range rs {
 		ph := textproto.MIMEHeader{"Content-Range": {contentRange(br)}}
 		if ct != "" {

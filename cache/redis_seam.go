@@ -34,15 +34,15 @@ func (c *Cache) newShared(o RedisOptions) (*redisTier, error) {
 
 // lookupShared asks the Redis tier after a local miss (see redisTier.lookup). What it finds is
 // prepared and stored in the local tier, unless a purge came while it asked; when a concurrent
-// lookup found the entry, the local tier is asked again.
-func (c *Cache) lookupShared(r *http.Request, service, auth string, key []byte, baseLen int, varyMiss bool) (*Entry, []byte, bool) {
+// lookup found the entry, the local tier is asked again (into view).
+func (c *Cache) lookupShared(r *http.Request, service, auth string, key []byte, baseLen int, varyMiss bool, view *Entry) (*Entry, []byte, bool) {
 	since := c.purgeSeq() // what Redis answers may predate a purge that comes while we ask
 	e, key, varyMiss, again := c.redis.lookup(r, service, key, baseLen, varyMiss, func(e *Entry) {
 		e.prepare(&c.opts)
 		c.fill(e, since)
 	})
 	if again {
-		e, key, _, varyMiss = c.lookup(key, r, service, auth)
+		e, key, _, varyMiss = c.lookup(key, r, service, auth, view)
 	}
 	return e, key, varyMiss
 }

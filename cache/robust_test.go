@@ -354,11 +354,11 @@ func TestPurgeLogOverflow(t *testing.T) {
 	for range purgeLogSize - 1 {
 		c.purgeLocal("other", "")
 	}
-	if c.purges.covers(e, since) {
+	if c.local.purges.covers(e, since) {
 		t.Fatal("covered by unrelated purges still in the log")
 	}
 	c.purgeLocal("other", "")
-	if !c.purges.covers(e, since) {
+	if !c.local.purges.covers(e, since) {
 		t.Fatal("not covered once the log no longer reaches back to the exchange")
 	}
 }

@@ -63,7 +63,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 	// it goes upstream untouched.
 	ranged := h["Range"] != nil || h["If-Range"] != nil
 	switch {
-	case c.closed.Load():
+	case c.local.isClosed():
 		return c.passThrough(w, r, rt, ReasonNone)
 	case cc.NoStore:
 		return c.passThrough(w, r, rt, ReasonRequestNoStore)
@@ -74,13 +74,14 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 	}
 	auth := credential(h)
 	kb := getKeyBuf()
-	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth)
+	var view Entry // on the stack: a hit allocates no entry
+	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth, &view)
 	hit := "hit"
 	if e == nil && c.redis != nil {
 		if !c.redis.isUp() {
 			c.explain(service, "", 0, ReasonRedisError) // this miss could not ask the shared tier
 		}
-		e, key, varyMiss = c.lookupShared(r, service, auth, key, baseLen, varyMiss)
+		e, key, varyMiss = c.lookupShared(r, service, auth, key, baseLen, varyMiss, &view)
 		if e != nil {
 			hit = "hit; detail=redis"
 		}
@@ -113,10 +114,10 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 		putKeyBuf(kb)
 		return c.passThrough(w, r, rt, ReasonRange)
 	}
-	cl := call{r: r, rt: rt, service: service, auth: auth, key: string(key), cand: e, cc: cc, fwd: "miss", client: w, start: now}
+	cl := call{r: r, rt: rt, service: service, auth: auth, key: string(key), cand: e.own(), cc: cc, fwd: "miss", client: w, start: now}
 	putKeyBuf(kb)
 	switch {
-	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.cc.NoCache && e.fresh(age):
+	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.noCache && e.fresh(age):
 		cl.fwd = "request"
 		c.explain(service, "", 0, ReasonRequestNoCache)
 	case e != nil:
@@ -250,7 +251,7 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 // hangs up.
 func (c *Cache) leadFlight(w http.ResponseWriter, cl call, fl *flight) (Result, error) {
 	// Another leader may have stored the answer between our lookup and join.
-	if e, age := c.relookup(cl); e != nil && e != cl.cand && usable(e, &cl.cc, age) {
+	if e, age := c.relookup(cl); e != nil && !e.sameAs(cl.cand) && usable(e, &cl.cc, age) {
 		c.fl.finish(cl.key, fl, true, nil)
 		c.hits.Add(1)
 		c.writeEntry(w, cl.r, cl.rt, e, age, "hit")
@@ -330,7 +331,7 @@ func (l *lead) end() {
 // relookup finds the current entry for the call's request again.
 func (c *Cache) relookup(cl call) (*Entry, time.Duration) {
 	kb := getKeyBuf()
-	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth)
+	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth, new(Entry))
 	*kb = key
 	putKeyBuf(kb)
 	if e == nil {
@@ -360,7 +361,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		if cand.etag != "" {
 			up.Header["If-None-Match"] = []string{cand.etag}
 		}
-		if lm := cand.Header.Get("Last-Modified"); lm != "" {
+		if lm := cand.field("Last-Modified"); lm != "" {
 			up.Header["If-Modified-Since"] = []string{lm}
 		}
 	}
@@ -489,15 +490,13 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 // before it would be refused.
 func (c *Cache) purgedSince(r *http.Request, service string, h http.Header, since uint64) bool {
 	if c.purgeSeq() == since {
-		return false
+		return false // the usual case, without building the probe
 	}
 	q := c.keyQuery(service, r.URL.RawQuery)
 	base := appendBaseKey(nil, r.Host, service, pathOf(r), q)
 	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base),
 		tags: parseTags(h, c.tagHeaders())}
-	c.storeMu.RLock()
-	defer c.storeMu.RUnlock()
-	return c.purges.covers(&probe, since)
+	return c.local.removedSince(&probe, since)
 }
 
 func isServerError(status int) bool {
@@ -539,8 +538,9 @@ func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.T
 	if et := h304.Get("Etag"); et != "" && old.etag != "" && !weakEqual(et, old.etag) {
 		return nil
 	}
-	h := make(http.Header, len(old.Header)+4)
-	for k, vs := range old.Header {
+	oh := old.header()
+	h := make(http.Header, len(oh)+4)
+	for k, vs := range oh {
 		h[k] = vs
 	}
 	for k, vs := range storedHeader(h304) {
@@ -552,7 +552,7 @@ func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.T
 		h["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
 	}
 	ne := *old
-	ne.Header = h
+	ne.Header, ne.block, ne.raw, ne.values = h, nil, nil, 0
 	ne.RequestTime, ne.ResponseTime = reqTime, respTime
 	ne.InitialAge = initialAge(h304, reqTime, respTime)
 	ne.Key, ne.BaseLen = "", 0
@@ -592,7 +592,7 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Re
 	if res == storeAdmitted {
 		res = c.store(e, since)
 	}
-	if res != storeOutdated && c.redis != nil && !c.closed.Load() {
+	if res != storeOutdated && c.redis != nil && !c.local.isClosed() {
 		c.shareStored(m, e, epoch) // even if the local admission policy refused it
 	}
 	switch res {
@@ -611,9 +611,9 @@ func pathOf(r *http.Request) string {
 	return r.URL.Path
 }
 
-// writeEntry sends a stored entry: its header (value slices shared with the entry, never mutated),
-// Age and Cache-Status, then the body once from the stored slice (none for HEAD). A matching
-// If-None-Match / If-Modified-Since gets a 304 instead.
+// writeEntry sends a stored entry: its header (values shared with the entry, never mutated), Age and
+// Cache-Status, then the body once from the stored slice (none for HEAD). A matching If-None-Match /
+// If-Modified-Since gets a 304 instead.
 func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, rt *Route, e *Entry, age time.Duration, status string) {
 	h := w.Header()
 	notMod := notModified(r, e)
@@ -624,17 +624,22 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, rt *Route, e 
 			return
 		}
 	}
-	if notMod {
-		for _, k := range notModifiedFields {
-			if vs, ok := e.Header[k]; ok {
+	// vals holds the header's values, then this cache's Cache-Status and the Age: one allocation.
+	var vals []string
+	var upstreamCS []string
+	if e.Header == nil {
+		vals = make([]string, e.values+2)
+		upstreamCS = copyFields(h, vals, e.raw, notMod)
+	} else {
+		vals = make([]string, 2)
+		for k, vs := range e.Header {
+			if !notMod || isNotModifiedField(k) {
 				h[k] = vs
 			}
 		}
-	} else {
-		for k, vs := range e.Header {
-			h[k] = vs
-		}
+		upstreamCS = e.Header["Cache-Status"]
 	}
+	n := len(vals)
 	ageSec := int64(age / time.Second)
 	ttl := int64((e.lifetime - age) / time.Second)
 	var sb [128]byte
@@ -643,14 +648,14 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, rt *Route, e 
 	b = append(b, status...)
 	b = append(b, "; ttl="...)
 	b = strconv.AppendInt(b, ttl, 10)
-	vals := make([]string, 2)
-	vals[0] = strconv.FormatInt(min(ageSec, maxDeltaSeconds), 10)
-	vals[1] = string(b)
-	h["Age"] = vals[0:1:1]
-	if e.upstreamCS != nil {
-		h["Cache-Status"] = append(e.upstreamCS[:len(e.upstreamCS):len(e.upstreamCS)], vals[1])
+	vals[n-2] = string(b)
+	vals[n-1] = strconv.FormatInt(min(ageSec, maxDeltaSeconds), 10)
+	h["Age"] = vals[n-1 : n : n]
+	if len(upstreamCS) > 0 && e.Header != nil {
+		h["Cache-Status"] = append(upstreamCS[:len(upstreamCS):len(upstreamCS)], vals[n-2])
 	} else {
-		h["Cache-Status"] = vals[1:2:2]
+		// A view's upstream Cache-Status values sit right before ours in vals (copyFields).
+		h["Cache-Status"] = vals[n-2-len(upstreamCS) : n-1 : n-1]
 	}
 	if notMod {
 		w.WriteHeader(http.StatusNotModified)
@@ -664,6 +669,40 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, rt *Route, e 
 	if r.Method != http.MethodHead && len(e.Body) > 0 {
 		_, _ = w.Write(e.Body)
 	}
+}
+
+// copyFields sets the fields of a block's header section raw into h (only those a 304 repeats when
+// notMod), their values in vals, and returns the upstream's Cache-Status values, which encodeBlock
+// put last, so they end right before vals' last two slots.
+func copyFields(h http.Header, vals []string, raw []byte, notMod bool) (upstreamCS []string) {
+	hr := headerReader{r: blockReader{b: raw}}
+	i := 0
+	for {
+		k, n, ok := hr.next()
+		if !ok {
+			return upstreamCS
+		}
+		start := i
+		for range n {
+			vals[i] = hr.value()
+			i++
+		}
+		switch {
+		case k == "Cache-Status":
+			upstreamCS = vals[start:i:i]
+		case !notMod || isNotModifiedField(k):
+			h[k] = vals[start:i:i]
+		}
+	}
+}
+
+func isNotModifiedField(k string) bool {
+	for _, f := range notModifiedFields {
+		if f == k {
+			return true
+		}
+	}
+	return false
 }
 
 // refreshInBackground revalidates cl's stale entry through the Runner, at most once per key at a
@@ -753,17 +792,12 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header, baseP
 		bases[i] = ref.base
 	}
 	c.invalidateLocal(service, bases) // fences the Redis tier: a write racing with it is dropped or undone
-	if c.redis != nil && !c.closed.Load() {
+	if c.redis != nil && !c.local.isClosed() {
 		c.redis.invalidate(r.Context(), service, refs)
 	}
 }
 
 // invalidateLocal removes the local entries stored under the given base keys.
 func (c *Cache) invalidateLocal(service string, bases [][]byte) {
-	c.storeMu.Lock()
-	defer c.storeMu.Unlock()
-	c.notePurgeLocked(purgeEvent{service: service, bases: bases})
-	for _, b := range bases {
-		c.removeLocked(c.idx.takeBase(service, string(b)))
-	}
+	c.local.remove(purgeEvent{service: service, bases: bases})
 }

@@ -93,7 +93,7 @@ func (c *Cache) PurgeTags(service string, tags []string) int {
 		return 0 // never "everything"
 	}
 	n := c.purgeTagsLocal(service, tags)
-	if c.redis != nil && !c.closed.Load() {
+	if c.redis != nil && !c.local.isClosed() {
 		n = max(n, c.redis.purgeTags(service, tags))
 	}
 	return n
@@ -101,8 +101,5 @@ func (c *Cache) PurgeTags(service string, tags []string) int {
 
 // purgeTagsLocal is PurgeTags on the local tier only (also for purges other instances publish).
 func (c *Cache) purgeTagsLocal(service string, tags []string) int {
-	c.storeMu.Lock()
-	defer c.storeMu.Unlock()
-	c.notePurgeLocked(purgeEvent{service: service, tags: tags})
-	return c.removeLocked(c.idx.takeTags(service, tags))
+	return c.local.remove(purgeEvent{service: service, tags: tags})
 }

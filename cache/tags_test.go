@@ -97,11 +97,11 @@ func TestTagIndexFollowsTheStore(t *testing.T) {
 		do(t, c, fetch, "GET", fmt.Sprintf("/e%d?tag=all", i))
 	}
 	tagged := func(tag string) int {
-		c.idx.mu.Lock()
-		defer c.idx.mu.Unlock()
-		return len(c.idx.tags[tag])
+		c.local.idx.mu.Lock()
+		defer c.local.idx.mu.Unlock()
+		return len(c.local.idx.tags[tag])
 	}
-	if n, stored := tagged("all"), c.idx.len(); n != stored || stored == 0 || stored >= 200 {
+	if n, stored := tagged("all"), c.local.idx.len(); n != stored || stored == 0 || stored >= 200 {
 		t.Fatalf("tag index holds %d entries, the store %d (of 200 offered)", n, stored)
 	}
 	c.Purge("svc", "")
