@@ -132,7 +132,7 @@ func TestBlocksAreNotScanned(t *testing.T) {
 	c := newTestCache(t, nil, Options{MaxSize: 256 << 20})
 	scan0, live0 := read()
 	for i := range n {
-		if c.store(blockEntry(i), c.purgeSeq()) != storeAdmitted {
+		if c.store(blockEntry(i)) != storeAdmitted {
 			t.Fatal("refused")
 		}
 	}

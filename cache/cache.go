@@ -109,16 +109,20 @@ type Stats struct {
 // policy (serve.go, freshness.go, coalesce.go): it keeps entries in its local tier (local.go) and,
 // when configured, the shared Redis tier (redis*.go), and knows neither store's insides.
 type Cache struct {
-	opts  Options
-	now   func() time.Time
-	log   *zap.Logger
-	local *localTier
-	fl    flights
-	pass  passKeys
+	opts Options
+	now  func() time.Time
+	log  *zap.Logger
+	// tiers are the stores, asked in order: the local tier, then the Redis tier when configured.
+	// hitStatus is the Cache-Status of a hit from each.
+	tiers     []tier
+	hitStatus []string
+	// local is tiers[0], for Inspect (what this instance holds); the request path uses tiers.
+	local  *localTier
+	closed atomic.Bool
+	fl     flights
+	pass   passKeys
 	// keys are the compiled Options.Keys (nil: default keys everywhere).
 	keys map[string]*KeyRules
-	// redis is the shared second tier, or nil.
-	redis *redisTier
 
 	hits, misses, stale, bypass, revalidated, coalesced atomic.Int64
 	reasons                                             reasonCounts
@@ -169,33 +173,37 @@ func New(opts Options) (*Cache, error) {
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
-	var err error
-	if c.local, err = newLocalTier(opts.MaxSize); err != nil {
+	local, err := newLocalTier(opts.MaxSize)
+	if err != nil {
 		return nil, err
 	}
+	c.local, c.tiers, c.hitStatus = local, []tier{local}, []string{"hit"}
 	if opts.Redis != nil {
-		if c.redis, err = c.newShared(*opts.Redis); err != nil {
-			c.local.close()
+		shared, err := newRedisTier(*opts.Redis, c.log, c.tiers[:1:1])
+		if err != nil {
+			local.close()
 			return nil, err
 		}
-		c.local.onRemove = c.redis.fence
+		c.tiers = append(c.tiers, shared)
+		c.hitStatus = append(c.hitStatus, "hit; detail=redis")
 	}
 	return c, nil
 }
 
-// Close stops the store's goroutines and drops every entry. It is idempotent; after Close, Serve
+// Close stops the tiers' goroutines and drops every entry. It is idempotent; after Close, Serve
 // passes every request straight to fetch.
 func (c *Cache) Close() {
-	if c.local.close() && c.redis != nil {
-		c.redis.close() // it waits for goroutines that may purge the local tier
+	if c.closed.Swap(true) {
+		return
+	}
+	for _, t := range c.tiers {
+		t.close()
 	}
 }
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	s := Stats{
-		Entries:     c.local.entries(),
-		Bytes:       c.local.bytes(),
 		MaxBytes:    c.opts.MaxSize,
 		Hits:        c.hits.Load(),
 		Misses:      c.misses.Load(),
@@ -203,14 +211,10 @@ func (c *Cache) Stats() Stats {
 		Bypass:      c.bypass.Load(),
 		Revalidated: c.revalidated.Load(),
 		Coalesced:   c.coalesced.Load(),
-		Stores:      c.local.stores.Load(),
-		Rejected:    c.local.rejected.Load(),
-		Evictions:   c.local.evictions.Load(),
-		Purged:      c.local.purged.Load(),
 		Reasons:     c.reasons.snapshot(),
 	}
-	if c.redis != nil {
-		s.Redis = c.redis.stats()
+	for _, t := range c.tiers {
+		t.stats(&s)
 	}
 	return s
 }
@@ -226,24 +230,30 @@ func (c *Cache) Stats() Stats {
 // instance's local tier; it then returns the larger of the local and the Redis count (Redis holds
 // what every instance stored). A Redis that is down is skipped (logged), never waited for.
 func (c *Cache) Purge(service, pathPrefix string) int {
-	pathPrefix = matchForm(pathPrefix)
-	n := c.purgeLocal(service, pathPrefix)
-	if c.redis != nil && !c.local.isClosed() {
-		n = max(n, c.redis.purge(service, pathPrefix))
+	return c.remove(context.Background(), purgeEvent{service: service, prefix: matchForm(pathPrefix)})
+}
+
+// remove applies a removal to every tier, in order, and returns the largest count: a later tier
+// (Redis) holds what every instance stored. After Close only the first tier is asked.
+func (c *Cache) remove(ctx context.Context, ev purgeEvent) int {
+	n := 0
+	for i, t := range c.tiers {
+		if i > 0 && c.closed.Load() {
+			break
+		}
+		n = max(n, t.remove(ctx, ev))
 	}
 	return n
 }
 
-// purgeLocal is Purge on the local tier only (also for purges other instances publish, hence the
-// prefix brought to matchForm here too; the form of a form is itself). It fences the Redis tier
-// (localTier.onRemove).
-func (c *Cache) purgeLocal(service, pathPrefix string) int {
-	return c.local.remove(purgeEvent{service: service, prefix: matchForm(pathPrefix)})
+// marks reads every tier's mark: an exchange reads them before it begins and hands them to
+// storeResponse, which refuses the answer when a removal covering it came since.
+func (c *Cache) marks() (m marks) {
+	for i, t := range c.tiers {
+		m[i] = t.mark()
+	}
+	return m
 }
-
-// purgeSeq is the position of the purge log now: an exchange notes it before it starts and hands it
-// to store, which refuses the answer when a purge or invalidation covering it came since.
-func (c *Cache) purgeSeq() uint64 { return c.local.position() }
 
 // storeOutcome says what became of an offered entry.
 type storeOutcome uint8
@@ -253,25 +263,6 @@ const (
 	storeRefused                      // refused by the admission policy (or the cache is closed)
 	storeOutdated                     // a purge or invalidation covering it came after its fetch began
 )
-
-// store offers e, fetched from an exchange that began at purge-log position since, to the local
-// tier, for its retention.
-func (c *Cache) store(e *Entry, since uint64) storeOutcome {
-	return c.local.put(e, c.retention(e), since)
-}
-
-// fill puts an entry read from the Redis tier (by a lookup that began at purge-log position since)
-// into the local one for what remains of its retention (its times are the original ones, so Age
-// stays right).
-func (c *Cache) fill(e *Entry, since uint64) {
-	if e.Marker {
-		c.store(e, since)
-		return
-	}
-	if ttl := c.retention(e) - e.age(c.now()); ttl > 0 {
-		c.local.put(e, ttl, since)
-	}
-}
 
 // retention is how long the store keeps e (wall clock): its freshness plus the stale windows, plus
 // time to be revalidated when it has a validator. Vary markers live as long as any variant might.
@@ -286,22 +277,75 @@ func (c *Cache) retention(e *Entry) time.Duration {
 	return max(keep, time.Second)
 }
 
-// lookup finds the stored entry for r in the local tier, following a Vary marker to the variant, and
-// makes view a view of it. It builds keys in buf and returns the entry (view, or nil), the (possibly
-// grown) buffer holding the lookup key, the length of its base part, and whether a marker was found
-// but not the variant. It does not allocate.
-func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string, view *Entry) (e *Entry, key []byte, baseLen int, varyMiss bool) {
-	path := r.URL.RawPath
-	if path == "" {
-		path = r.URL.Path
-	}
-	buf = appendBaseKey(buf[:0], r.Host, service, path, c.keyQuery(service, r.URL.RawQuery))
-	baseLen = len(buf)
+// lookup asks tiers in order for r's entry (following Vary markers), copying what a later tier has
+// into the earlier ones. It builds keys in buf; view is filled by a tier that reads in place (the
+// local one). It returns the entry (nil on a miss), the (possibly grown) buffer holding the final
+// lookup key, whether a marker was found without its variant, and the index of the tier that had
+// the entry. A hit in the first tier does not allocate.
+func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string, view *Entry, tiers []tier) (e *Entry, key []byte, varyMiss bool, from int) {
+	buf = appendBaseKey(buf[:0], r.Host, service, pathOf(r), c.keyQuery(service, r.URL.RawQuery))
+	baseLen := len(buf)
 	buf = appendAuthKey(buf, auth)
 	buf = c.appendKeyHeaders(buf, service, r.Header)
-	buf, found, varyMiss := c.local.lookup(buf, r.Header, view)
-	if !found {
-		return nil, buf, baseLen, varyMiss
+	primary := len(buf)
+	q := query{service: service, key: buf, baseLen: baseLen}
+	var mk marks
+	for i, t := range tiers {
+		if i > 0 {
+			if c.closed.Load() {
+				break
+			}
+			// Read before asking: what this tier answers may predate a removal that comes meanwhile.
+			mk[i-1] = tiers[i-1].mark()
+		}
+		f := t.get(r.Context(), r.Header, q, view)
+		q.key, q.varyMiss = f.key, f.varyMiss
+		if f.failed {
+			c.explain(service, "", 0, ReasonRedisError) // this miss could not ask the tier
+		}
+		copied := false
+		if i > 0 && (f.e != nil || f.marker != nil) {
+			copied = c.copyUp(f, tiers[:i], mk)
+		}
+		if f.settle != nil {
+			f.settle(copied)
+		}
+		if f.e != nil {
+			return f.e, q.key, false, i
+		}
+		if f.again {
+			// A concurrent lookup found it here and copied it up: ask the earlier tiers again.
+			e, key, varyMiss, _ = c.lookup(q.key[:primary], r, service, auth, view, tiers[:i])
+			return e, key, varyMiss, i
+		}
 	}
-	return view, buf, baseLen, false
+	return nil, q.key, q.varyMiss, 0
+}
+
+// copyUp stores what a later tier found (the response and the marker followed to it) in the tiers
+// before it, for what remains of its retention (its times are the original ones, so Age stays
+// right); mk are those tiers' marks, read before the later tier was asked. It reports whether the
+// first tier took the response.
+func (c *Cache) copyUp(f found, tiers []tier, mk marks) bool {
+	if f.marker != nil {
+		f.marker.prepare(&c.opts)
+	}
+	if f.e == nil {
+		for i, t := range tiers {
+			t.put(nil, f.marker, 0, mk[i])
+		}
+		return false
+	}
+	f.e.prepare(&c.opts)
+	ttl := c.retention(f.e) - f.e.age(c.now())
+	if ttl <= 0 {
+		return false
+	}
+	copied := false
+	for i, t := range tiers {
+		if t.put(f.marker, f.e, ttl, mk[i]) == storeAdmitted && i == 0 {
+			copied = true
+		}
+	}
+	return copied
 }

@@ -135,3 +135,21 @@ func respond(status int, body string, hdr ...string) http.HandlerFunc {
 		_, _ = w.Write([]byte(body))
 	}
 }
+
+// store puts a prepared, keyed entry into c's local tier for its retention, as a fresh exchange would.
+func (c *Cache) store(e *Entry) storeOutcome {
+	return c.local.put(nil, e, c.retention(e), c.local.mark())
+}
+
+// purgeLocal purges c's local tier only, as another instance's published purge does.
+func (c *Cache) purgeLocal(service, prefix string) int {
+	return c.local.remove(context.Background(), purgeEvent{service: service, prefix: matchForm(prefix)})
+}
+
+// shared is c's Redis tier (nil without one).
+func (c *Cache) shared() *redisTier {
+	if len(c.tiers) < 2 {
+		return nil
+	}
+	return c.tiers[1].(*redisTier)
+}

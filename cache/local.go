@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -24,9 +25,6 @@ type localTier struct {
 	// store and nothing touches ristretto after close. It is never held across network I/O.
 	mu     sync.RWMutex
 	closed atomic.Bool
-
-	// onRemove, when set, runs with every removal, under mu (the Redis tier's fence).
-	onRemove func()
 
 	stores, rejected, evictions, purged atomic.Int64
 }
@@ -69,50 +67,62 @@ func (l *localTier) unindex(b []byte) bool {
 	return l.idx.remove(service, key, baseLen, blockSeq(b))
 }
 
-// close drops every entry and stops ristretto's goroutines; only the first call does, and reports
-// true.
-func (l *localTier) close() bool {
+// close implements tier: it drops every entry and stops ristretto's goroutines; it is idempotent.
+func (l *localTier) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed.Swap(true) {
-		return false
+	if !l.closed.Swap(true) {
+		l.rs.Close()
 	}
-	l.rs.Close()
-	return true
 }
 
-func (l *localTier) isClosed() bool { return l.closed.Load() }
-
-// lookup finds the entry stored under key (built in buf), following a Vary marker to the variant
-// for the request header h, and makes view a view of it. It returns the (possibly grown) buffer
-// holding the final key, whether it found an entry, and whether it found a marker but not the
-// variant. It does not allocate.
-func (l *localTier) lookup(buf []byte, h http.Header, view *Entry) (key []byte, found, varyMiss bool) {
+// get implements tier. It does not allocate.
+func (l *localTier) get(_ context.Context, h http.Header, q query, view *Entry) found {
+	buf := q.key
 	b, ok := l.rs.Get(buf)
-	if !ok || !matchesKey(b, buf) {
-		return buf, false, false
-	}
-	if blockIsMarker(b) {
-		vr := blockVary(b)
-		buf = append(buf, 'V')
-		for range vr.uvarint() {
-			buf = appendHeaderValue(buf, vr.string(), h)
-		}
-		b, ok = l.rs.Get(buf)
+	if q.varyMiss {
 		if !ok || blockIsMarker(b) || !matchesKey(b, buf) {
-			return buf, false, true
+			return found{key: buf, varyMiss: true}
+		}
+	} else {
+		if !ok || !matchesKey(b, buf) {
+			return found{key: buf}
+		}
+		if blockIsMarker(b) {
+			vr := blockVary(b)
+			buf = append(buf, 'V')
+			for range vr.uvarint() {
+				buf = appendHeaderValue(buf, vr.string(), h)
+			}
+			b, ok = l.rs.Get(buf)
+			if !ok || blockIsMarker(b) || !matchesKey(b, buf) {
+				return found{key: buf, varyMiss: true}
+			}
 		}
 	}
 	view.view(b)
-	return buf, true, false
+	return found{e: view, key: buf}
 }
 
-// put stores e (prepared, keyed) for ttl, fetched by an exchange that began at purge-log position
-// since. It waits for ristretto to apply the write (Wait) so the very next lookup sees it: a store
+// put implements tier: the marker first (kept until replaced or evicted), then the response.
+func (l *localTier) put(m, e *Entry, ttl time.Duration, mark uint64) storeOutcome {
+	if m != nil {
+		if res := l.putOne(m, 0, mark); res != storeAdmitted {
+			return res
+		}
+	}
+	if e.Marker {
+		ttl = 0
+	}
+	return l.putOne(e, ttl, mark)
+}
+
+// putOne stores e (prepared, keyed) for ttl (0: until replaced or evicted), fetched by an exchange
+// that began at purge-log position since. It waits for ristretto to apply the write (Wait) so the very next lookup sees it: a store
 // happens once per upstream exchange, which already cost a round trip, while a pending-writes map
 // would cost a lock on every hit. The purge log is checked under mu: a removal either came before
 // (logged, the entry is refused) or comes after (it finds the entry indexed).
-func (l *localTier) put(e *Entry, ttl time.Duration, since uint64) storeOutcome {
+func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutcome {
 	seq := l.seq.Add(1)
 	b := encodeBlock(e, seq)
 	e.cost = blockCost(b, e.tags)
@@ -141,13 +151,12 @@ func (l *localTier) put(e *Entry, ttl time.Duration, since uint64) storeOutcome 
 	return storeAdmitted
 }
 
-// position is the purge log's position now: an exchange notes it before it starts and hands it to
-// put, which refuses the answer when a removal covering it came since.
-func (l *localTier) position() uint64 { return l.purges.seq.Load() }
+// mark implements tier: the purge log's position now.
+func (l *localTier) mark() uint64 { return l.purges.seq.Load() }
 
-// removedSince reports whether a removal after position since covers e.
+// removedSince implements tier.
 func (l *localTier) removedSince(e *Entry, since uint64) bool {
-	if l.position() == since {
+	if l.mark() == since {
 		return false
 	}
 	l.mu.RLock()
@@ -155,23 +164,19 @@ func (l *localTier) removedSince(e *Entry, since uint64) bool {
 	return l.purges.covers(e, since)
 }
 
-// remove applies a purge, a purge by tag or an invalidation (see purgeEvent) and returns how many
-// responses it removed (Vary markers not counted). Fetches in flight that it covers are not stored
-// afterwards.
-func (l *localTier) remove(ev purgeEvent) int {
+// remove implements tier (Vary markers are not counted). It logs the removal first, under mu: a put
+// that did not see it in the log is already indexed, and is removed here.
+func (l *localTier) remove(_ context.Context, ev purgeEvent) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.purges.add(ev)
-	if l.onRemove != nil {
-		l.onRemove()
-	}
 	var refs []keyRef
 	switch {
 	case ev.tags != nil:
 		refs = l.idx.takeTags(ev.service, ev.tags)
-	case ev.bases != nil:
-		for _, b := range ev.bases {
-			refs = append(refs, l.idx.takeBase(ev.service, string(b))...)
+	case ev.refs != nil:
+		for _, ref := range ev.refs {
+			refs = append(refs, l.idx.takeBase(ev.service, string(ref.base))...)
 		}
 	default:
 		refs = l.idx.take(ev.service, ev.prefix)
@@ -206,13 +211,16 @@ func (l *localTier) find(service, url string) (views []Entry, tags [][]string) {
 	return views, tags
 }
 
-// entries is how many entries (responses and markers) the tier holds.
-func (l *localTier) entries() int { return l.idx.len() }
-
-// bytes is the total cost of the entries the tier holds.
-func (l *localTier) bytes() int64 {
-	if l.closed.Load() {
-		return 0
+// stats implements tier.
+func (l *localTier) stats(s *Stats) {
+	s.Entries = l.idx.len()
+	if !l.closed.Load() {
+		s.Bytes = l.rs.MaxCost() - l.rs.RemainingCost()
 	}
-	return l.rs.MaxCost() - l.rs.RemainingCost()
+	s.Stores = l.stores.Load()
+	s.Rejected = l.rejected.Load()
+	s.Evictions = l.evictions.Load()
+	s.Purged = l.purged.Load()
 }
+
+var _ tier = (*localTier)(nil)

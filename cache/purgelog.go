@@ -15,8 +15,14 @@ const purgeLogSize = 1024
 type purgeEvent struct {
 	service string
 	prefix  string
-	tags    []string // non-nil: a purge of the entries with one of these tags
-	bases   [][]byte // non-nil: an invalidation of these base keys
+	tags    []string  // non-nil: a purge of the entries with one of these tags
+	refs    []baseRef // non-nil: an invalidation of these URLs (base keys)
+}
+
+// baseRef names one URL's entries for invalidation.
+type baseRef struct {
+	url  string // path?query, as in Entry.URL
+	base []byte // base key
 }
 
 // covers reports whether the event removed, or would have removed, e.
@@ -27,12 +33,12 @@ func (ev *purgeEvent) covers(e *Entry) bool {
 	if ev.tags != nil {
 		return e.hasTag(ev.tags)
 	}
-	if ev.bases == nil {
+	if ev.refs == nil {
 		return underPrefix(e.URL, ev.prefix)
 	}
 	base := e.Key[:e.BaseLen]
-	for _, b := range ev.bases {
-		if string(b) == base {
+	for _, ref := range ev.refs {
+		if string(ref.base) == base {
 			return true
 		}
 	}
@@ -42,7 +48,7 @@ func (ev *purgeEvent) covers(e *Entry) bool {
 // purgeLog is a ring of the latest purge events, numbered by seq. An answer is stored only if no
 // event newer than the position read before its exchange began covers it: without this, an answer
 // fetched before a purge (or before a write that invalidated its URL) would be stored after it and
-// served as fresh. Writers hold Cache.storeMu exclusively, readers (covers) shared; seq is atomic so
+// served as fresh. Writers hold localTier.mu exclusively, readers (covers) shared; seq is atomic so
 // that an exchange can note its position without the lock.
 type purgeLog struct {
 	seq    atomic.Uint64

@@ -75,7 +75,7 @@ const (
 
 // redisTier is the shared second tier of a Cache.
 type redisTier struct {
-	hooks  redisHooks // the cache above, as far as the tier needs it
+	above  []tier // the tiers before this one (see newRedisTier)
 	log    *zap.Logger
 	opts   RedisOptions
 	client redis.UniversalClient
@@ -110,7 +110,9 @@ type redisTier struct {
 	hookLookup func(d time.Duration) // tests: duration of each request-path Redis lookup
 }
 
-func newRedisTier(o RedisOptions, hooks redisHooks) (*redisTier, error) {
+// newRedisTier connects the shared tier. above are the tiers before it, to which it applies the
+// removals other instances publish.
+func newRedisTier(o RedisOptions, log *zap.Logger, above []tier) (*redisTier, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -124,8 +126,8 @@ func newRedisTier(o RedisOptions, hooks redisHooks) (*redisTier, error) {
 		rnd[i] = byte(rand.Uint32())
 	}
 	t := &redisTier{
-		hooks:  hooks,
-		log:    hooks.log,
+		above:  above,
+		log:    log,
 		opts:   o,
 		client: client,
 		id:     hex.EncodeToString(rnd[:]),
@@ -202,7 +204,8 @@ func (t *redisTier) close() {
 	})
 }
 
-func (t *redisTier) stats() *RedisStats {
+// snapshot returns the tier's counters and state.
+func (t *redisTier) snapshot() *RedisStats {
 	s := &RedisStats{
 		Topology: t.opts.topology(),
 		Up:       t.up.Load(),

@@ -282,7 +282,7 @@ func TestRedisClusterReshardAndDown(t *testing.T) {
 func BenchmarkRedisClusterPurge100k(b *testing.B) {
 	cl := testredis.StartCluster(b, 3, 0)
 	c := newTestCache(b, nil, Options{Redis: &RedisOptions{Cluster: cl.URLs(), KeyPrefix: "t", Timeout: time.Second}})
-	t := c.redis
+	t := c.shared()
 	for b.Loop() {
 		for i := range 100000 {
 			svc := fmt.Sprintf("svc%d", i%10)

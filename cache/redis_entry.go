@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -55,75 +54,8 @@ type redisWrite struct {
 	ttl    time.Duration
 }
 
-// lookup is the request path after a local miss: it asks Redis for the key in buf (a primary key,
-// or a variant key when the local tier had the Vary marker), hands what it finds (a marker, then
-// the variant) to found, and returns the entry, the final lookup key and whether a marker was found
-// without its variant. Concurrent lookups of one key make one Redis request: a request that waited
-// for another's gets again = true when that one found the entry (the caller looks it up locally).
-// It never takes longer than Timeout.
-func (t *redisTier) lookup(r *http.Request, service string, buf []byte, baseLen int, varyMiss bool,
-	found func(*Entry)) (e *Entry, key []byte, vm, again bool) {
-	if !t.up.Load() {
-		t.skipped.Add(1)
-		return nil, buf, varyMiss, false
-	}
-	start := time.Now()
-	if t.hookLookup != nil {
-		defer func() { t.hookLookup(time.Since(start)) }()
-	}
-	fkey := string(buf)
-	fl, leader := t.lookups.join(fkey)
-	if !leader {
-		tm := time.NewTimer(t.opts.Timeout)
-		defer tm.Stop()
-		select {
-		case <-fl.done:
-		case <-tm.C:
-			return nil, buf, varyMiss, false
-		case <-r.Context().Done():
-			return nil, buf, varyMiss, false
-		}
-		return nil, buf, varyMiss, fl.stored
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), t.opts.Timeout)
-	defer cancel()
-	e, buf, varyMiss = t.fetch(ctx, r, service, buf, baseLen, varyMiss, found)
-	t.lookups.finish(fkey, fl, e != nil, nil)
-	return e, buf, varyMiss, false
-}
-
-func (t *redisTier) fetch(ctx context.Context, r *http.Request, service string, buf []byte, baseLen int, varyMiss bool,
-	found func(*Entry)) (*Entry, []byte, bool) {
-	if !varyMiss {
-		e, ok := t.get(ctx, service, buf, baseLen)
-		if e == nil {
-			if ok {
-				t.misses.Add(1)
-			}
-			return nil, buf, false
-		}
-		if !e.Marker {
-			t.hits.Add(1)
-			found(e)
-			return e, buf, false
-		}
-		found(e)
-		buf = appendVariantKey(buf, e.Vary, r.Header)
-	}
-	e, ok := t.get(ctx, service, buf, baseLen)
-	if e == nil || e.Marker {
-		if ok {
-			t.misses.Add(1)
-		}
-		return nil, buf, true
-	}
-	t.hits.Add(1)
-	found(e)
-	return e, buf, false
-}
-
-// get reads and decodes one entry; ok is false when the command failed or the value was corrupt.
-func (t *redisTier) get(ctx context.Context, service string, key []byte, baseLen int) (e *Entry, ok bool) {
+// getOne reads and decodes one entry; ok is false when the command failed or the value was corrupt.
+func (t *redisTier) getOne(ctx context.Context, service string, key []byte, baseLen int) (e *Entry, ok bool) {
 	rk, _ := t.entryKey(service, key, baseLen)
 	b, err := t.client.Get(ctx, rk).Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -146,28 +78,23 @@ func (t *redisTier) get(ctx context.Context, service string, key []byte, baseLen
 	return e, true
 }
 
-// fence moves the tier's epoch: every purge or invalidation of the local tier calls it (under the
-// store lock), so that a write taken before it is dropped, or undone when it lands after it.
-func (t *redisTier) fence() { t.epoch.Add(1) }
-
-// currentEpoch is read by a store before it checks the purge log (see enqueue).
-func (t *redisTier) currentEpoch() uint64 { return t.epoch.Load() }
-
-// enqueue hands a stored response (and its Vary marker) to the background writers, to keep for
-// ttl. epoch (currentEpoch) was read before the local store checked the purge log: a purge or
-// invalidation that store did not see has fenced the tier since, and the write is dropped or undone.
-func (t *redisTier) enqueue(marker, e *Entry, ttl time.Duration, epoch uint64) {
+// put implements tier: it hands a response (and its Vary marker) to the background writers, to
+// keep for ttl. epoch (mark) was read before the exchange began: a removal since has moved the
+// epoch, and the write is dropped, or undone when it was in flight.
+func (t *redisTier) put(marker, e *Entry, ttl time.Duration, epoch uint64) storeOutcome {
 	if !t.up.Load() {
 		t.dropped.Add(1)
-		return
+		return storeRefused
 	}
-	if ttl <= 0 {
-		return
+	if ttl <= 0 || e.Marker {
+		return storeRefused
 	}
 	select {
 	case t.writes <- redisWrite{epoch: epoch, marker: marker, entry: e, ttl: max(ttl, time.Second)}:
+		return storeAdmitted
 	default:
 		t.dropped.Add(1)
+		return storeRefused
 	}
 }
 

@@ -77,7 +77,7 @@ func (t *redisTier) subscribeOnce(first *bool) error {
 	if !*first {
 		t.resyncs.Add(1)
 		t.epoch.Add(1)
-		t.hooks.resync()
+		t.applyAbove(purgeEvent{}) // everything
 		t.log.Info("redis subscription restored; local cache tier flushed (invalidations may have been missed)")
 	}
 	*first = false
@@ -108,27 +108,38 @@ func (t *redisTier) subscribeOnce(first *bool) error {
 	}
 }
 
-// handle applies another instance's purge or invalidation to the local tier.
+// handle applies another instance's purge or invalidation to the tiers before this one.
 func (t *redisTier) handle(payload string) {
 	var m redisMsg
 	if err := json.Unmarshal([]byte(payload), &m); err != nil || m.From == t.id {
 		return
 	}
+	ev := purgeEvent{service: m.Service}
 	switch m.Op {
 	case "purge":
-		t.epoch.Add(1)
-		t.hooks.purged(m.Service, m.Prefix)
+		ev.prefix = matchForm(m.Prefix)
 	case "invalidate":
-		t.epoch.Add(1)
-		t.hooks.invalidated(m.Service, m.Bases)
+		ev.refs = make([]baseRef, len(m.Bases))
+		for i, b := range m.Bases {
+			ev.refs[i].base = b
+		}
 	case "tags":
 		if len(m.Tags) == 0 {
 			return // never "everything"
 		}
-		t.epoch.Add(1)
-		t.hooks.tagsPurged(m.Service, m.Tags)
+		ev.tags = m.Tags
 	default:
 		return
 	}
+	t.epoch.Add(1)
+	t.applyAbove(ev)
 	t.received.Add(1)
+}
+
+// applyAbove applies a removal to the tiers before this one (never to Redis: the instance that
+// published it removed it there).
+func (t *redisTier) applyAbove(ev purgeEvent) {
+	for _, a := range t.above {
+		a.remove(t.ctx, ev)
+	}
 }

@@ -160,12 +160,6 @@ func (t *redisTier) purgeTags(service string, tags []string) int {
 	return n
 }
 
-// baseRef names one URL's entries for invalidation.
-type baseRef struct {
-	url  string // path?query, as in Entry.URL
-	base []byte // base key
-}
-
 // invalidate removes every entry under the given base keys from Redis and tells the other instances
 // (one pipelined round trip), within Timeout of the request's context.
 func (t *redisTier) invalidate(ctx context.Context, service string, refs []baseRef) {

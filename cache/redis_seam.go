@@ -1,54 +1,103 @@
 package cache
 
-import (
-	"net/http"
+// The Redis tier as a tier (tier.go): lookups on the request path, and what the policy hands it.
+// The tier holds no *Cache: other instances' removals it applies to the tiers before it (above),
+// which are tiers too; everything else it returns to its caller.
 
-	"go.uber.org/zap"
+import (
+	"context"
+	"net/http"
+	"time"
 )
 
-// The cache's side of the Redis tier: what the policy hands the tier and takes from it. The tier
-// holds no *Cache: it reaches the policy only through the hooks built here, given at construction,
-// and through the found callback of a lookup.
-
-// redisHooks are what the Redis tier needs from the cache above it.
-type redisHooks struct {
-	log *zap.Logger
-	// purged, tagsPurged and invalidated apply another instance's purge, tag purge or invalidation
-	// to the local tier; resync empties the local tier after pub/sub messages may have been lost.
-	purged      func(service, prefix string)
-	tagsPurged  func(service string, tags []string)
-	invalidated func(service string, bases [][]byte)
-	resync      func()
-}
-
-// newShared builds the Redis tier of c.
-func (c *Cache) newShared(o RedisOptions) (*redisTier, error) {
-	return newRedisTier(o, redisHooks{
-		log:         c.log,
-		purged:      func(service, prefix string) { c.purgeLocal(service, prefix) },
-		tagsPurged:  func(service string, tags []string) { c.purgeTagsLocal(service, tags) },
-		invalidated: c.invalidateLocal,
-		resync:      func() { c.purgeLocal("", "") },
-	})
-}
-
-// lookupShared asks the Redis tier after a local miss (see redisTier.lookup). What it finds is
-// prepared and stored in the local tier, unless a purge came while it asked; when a concurrent
-// lookup found the entry, the local tier is asked again (into view).
-func (c *Cache) lookupShared(r *http.Request, service, auth string, key []byte, baseLen int, varyMiss bool, view *Entry) (*Entry, []byte, bool) {
-	since := c.purgeSeq() // what Redis answers may predate a purge that comes while we ask
-	e, key, varyMiss, again := c.redis.lookup(r, service, key, baseLen, varyMiss, func(e *Entry) {
-		e.prepare(&c.opts)
-		c.fill(e, since)
-	})
-	if again {
-		e, key, _, varyMiss = c.lookup(key, r, service, auth, view)
+// get implements tier: after a miss in the tiers before it, it asks Redis for q's key (a primary
+// key, or a variant key when an earlier tier had the Vary marker), following a marker to the
+// variant, and returns what it found with the marker, for the caller to copy into the earlier
+// tiers. Concurrent gets of one key make one Redis request: one that waited for another's returns
+// again when that one found the entry (copied up by its caller before it settles). It never takes
+// longer than Timeout.
+func (t *redisTier) get(ctx context.Context, h http.Header, q query, _ *Entry) found {
+	if !t.up.Load() {
+		t.skipped.Add(1)
+		return found{key: q.key, varyMiss: q.varyMiss, failed: true}
 	}
-	return e, key, varyMiss
+	start := time.Now()
+	if t.hookLookup != nil {
+		defer func() { t.hookLookup(time.Since(start)) }()
+	}
+	fkey := string(q.key)
+	fl, leader := t.lookups.join(fkey)
+	if !leader {
+		tm := time.NewTimer(t.opts.Timeout)
+		defer tm.Stop()
+		select {
+		case <-fl.done:
+		case <-tm.C:
+			return found{key: q.key, varyMiss: q.varyMiss}
+		case <-ctx.Done():
+			return found{key: q.key, varyMiss: q.varyMiss}
+		}
+		return found{key: q.key, varyMiss: q.varyMiss, again: fl.stored}
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.opts.Timeout)
+	defer cancel()
+	f := t.fetch(ctx, h, q)
+	f.settle = func(copied bool) { t.lookups.finish(fkey, fl, copied && f.e != nil, nil) }
+	return f
 }
 
-// shareStored hands a response stored locally (and its Vary marker) to the Redis tier for what
-// remains of its retention; epoch is the tier's, read before the local store checked its purge log.
-func (c *Cache) shareStored(m, e *Entry, epoch uint64) {
-	c.redis.enqueue(m, e, c.retention(e)-e.age(c.now()), epoch)
+// fetch makes the Redis requests of one get.
+func (t *redisTier) fetch(ctx context.Context, h http.Header, q query) found {
+	buf := q.key
+	var marker *Entry
+	if !q.varyMiss {
+		e, ok := t.getOne(ctx, q.service, buf, q.baseLen)
+		if e == nil {
+			if ok {
+				t.misses.Add(1)
+			}
+			return found{key: buf, failed: !ok}
+		}
+		if !e.Marker {
+			t.hits.Add(1)
+			return found{e: e, key: buf}
+		}
+		marker = e
+		buf = appendVariantKey(buf, e.Vary, h)
+	}
+	e, ok := t.getOne(ctx, q.service, buf, q.baseLen)
+	if e == nil || e.Marker {
+		if ok {
+			t.misses.Add(1)
+		}
+		return found{marker: marker, key: buf, varyMiss: true, failed: !ok}
+	}
+	t.hits.Add(1)
+	return found{e: e, marker: marker, key: buf}
 }
+
+// mark implements tier: the epoch, moved by every removal.
+func (t *redisTier) mark() uint64 { return t.epoch.Load() }
+
+// removedSince implements tier: any removal since mark may have covered e.
+func (t *redisTier) removedSince(_ *Entry, mark uint64) bool { return t.epoch.Load() != mark }
+
+// remove implements tier. It moves the epoch first (in purge, purgeTags and invalidate): the caller
+// removed from the tiers before this one already, so a put that did not see the removal there read
+// this tier's mark before the move, and its write is dropped or undone.
+func (t *redisTier) remove(ctx context.Context, ev purgeEvent) int {
+	switch {
+	case ev.tags != nil:
+		return t.purgeTags(ev.service, ev.tags)
+	case ev.refs != nil:
+		t.invalidate(ctx, ev.service, ev.refs)
+		return 0
+	default:
+		return t.purge(ev.service, ev.prefix)
+	}
+}
+
+// stats implements tier.
+func (t *redisTier) stats(s *Stats) { s.Redis = t.snapshot() }
+
+var _ tier = (*redisTier)(nil)

@@ -243,7 +243,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	caches := make([]*Cache, 2)
 	for i := range caches {
 		caches[i] = newRedisCache(t, nil, rs, Options{Redis: &ro})
-		caches[i].redis.hookLookup = func(d time.Duration) {
+		caches[i].shared().hookLookup = func(d time.Duration) {
 			for {
 				m := maxLookup.Load()
 				if int64(d) <= m || maxLookup.CompareAndSwap(m, int64(d)) {

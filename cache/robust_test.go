@@ -350,7 +350,7 @@ func TestStoreAfterPurge(t *testing.T) {
 func TestPurgeLogOverflow(t *testing.T) {
 	c := newTestCache(t, nil, Options{})
 	e := &Entry{Service: "svc", URL: "/a", Key: "k", BaseLen: 1}
-	since := c.purgeSeq()
+	since := c.local.mark()
 	for range purgeLogSize - 1 {
 		c.purgeLocal("other", "")
 	}

@@ -63,7 +63,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 	// it goes upstream untouched.
 	ranged := h["Range"] != nil || h["If-Range"] != nil
 	switch {
-	case c.local.isClosed():
+	case c.closed.Load():
 		return c.passThrough(w, r, rt, ReasonNone)
 	case cc.NoStore:
 		return c.passThrough(w, r, rt, ReasonRequestNoStore)
@@ -74,17 +74,12 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 	}
 	auth := credential(h)
 	kb := getKeyBuf()
-	var view Entry // on the stack: a hit allocates no entry
-	e, key, baseLen, varyMiss := c.lookup(*kb, r, service, auth, &view)
+	view := getView()
+	defer putView(view) // e may be view: used before Serve returns only (cand is a copy, own)
+	e, key, varyMiss, from := c.lookup(*kb, r, service, auth, view, c.tiers)
 	hit := "hit"
-	if e == nil && c.redis != nil {
-		if !c.redis.isUp() {
-			c.explain(service, "", 0, ReasonRedisError) // this miss could not ask the shared tier
-		}
-		e, key, varyMiss = c.lookupShared(r, service, auth, key, baseLen, varyMiss, &view)
-		if e != nil {
-			hit = "hit; detail=redis"
-		}
+	if e != nil {
+		hit = c.hitStatus[from]
 	}
 	*kb = key
 	now := c.now()
@@ -328,10 +323,11 @@ func (l *lead) end() {
 	l.mu.Unlock()
 }
 
-// relookup finds the current entry for the call's request again.
+// relookup finds the current entry for the call's request again, in the first tier (where the
+// exchange it waited for stored it).
 func (c *Cache) relookup(cl call) (*Entry, time.Duration) {
 	kb := getKeyBuf()
-	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth, new(Entry))
+	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth, new(Entry), c.tiers[:1])
 	*kb = key
 	putKeyBuf(kb)
 	if e == nil {
@@ -365,7 +361,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			up.Header["If-Modified-Since"] = []string{lm}
 		}
 	}
-	since := c.purgeSeq() // before the request leaves: a purge from now on may predate the answer
+	mk := c.marks() // before the request leaves: a removal from now on may predate the answer
 	reqTime := c.now()
 	sie := c.canStaleIfError(cand, reqTime)
 	rec := newRecorder(w)
@@ -385,7 +381,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 			return ""
 		}
 		d := c.decideStore(r, rec.status, rec.header)
-		if d.ok && c.purgedSince(r, cl.service, rec.header, since) {
+		if d.ok && c.purgedSince(r, cl.service, rec.header, mk) {
 			// Storable, but a purge or invalidation came while it was fetched: it will not be
 			// stored (storeTTL), so neither record it nor claim it. Says nothing about the URL.
 			d = storeDecision{reason: ReasonPurged}
@@ -452,7 +448,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 				cl.cand = nil
 				return c.fetchOnce(w, cl, nil)
 			}
-			stored, _ := c.storeResponse(r, ne, since)
+			stored, _ := c.storeResponse(r, ne, mk)
 			c.fl.finish(cl.key, fl, stored, nil)
 			c.revalidated.Add(1)
 			c.writeEntry(w, r, cl.rt, ne, ne.age(c.now()), "fwd="+cl.fwd+"; fwd-status=304")
@@ -467,7 +463,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	if err == nil && rec.complete() {
 		e := c.newEntry(cl, rec, reqTime, respTime)
 		why := ReasonNone
-		if stored, why = c.storeResponse(r, e, since); stored || why != ReasonNone {
+		if stored, why = c.storeResponse(r, e, mk); stored || why != ReasonNone {
 			c.explain(cl.service, e.URL, rec.status, why)
 		}
 	} else if storable && !rec.held {
@@ -485,18 +481,20 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	return ResultMiss, nil
 }
 
-// purgedSince reports whether a purge or invalidation since the purge-log position since covers r's
-// URL (any variant, any credential) or a tag of its answer's header h: an answer to r fetched from
-// before it would be refused.
-func (c *Cache) purgedSince(r *http.Request, service string, h http.Header, since uint64) bool {
-	if c.purgeSeq() == since {
+// purgedSince reports whether a removal since the marks mk covers r's URL (any variant, any
+// credential) or a tag of its answer's header h: an answer to r fetched from before it would be
+// refused. The first tier decides: it sees every removal (the Redis tier applies other instances'
+// removals to it), and later tiers may only tell that something was removed.
+func (c *Cache) purgedSince(r *http.Request, service string, h http.Header, mk marks) bool {
+	first := c.tiers[0]
+	if first.mark() == mk[0] {
 		return false // the usual case, without building the probe
 	}
 	q := c.keyQuery(service, r.URL.RawQuery)
 	base := appendBaseKey(nil, r.Host, service, pathOf(r), q)
 	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base),
 		tags: parseTags(h, c.tagHeaders())}
-	return c.local.removedSince(&probe, since)
+	return first.removedSince(&probe, mk[0])
 }
 
 func isServerError(status int) bool {
@@ -560,40 +558,37 @@ func (c *Cache) refreshed(old *Entry, h304 http.Header, reqTime, respTime time.T
 }
 
 // storeResponse computes e's key from the request (primary key, plus the variant part when the
-// response has Vary, in which case a Vary marker goes under the primary key) and stores it, unless a
-// purge or invalidation covering it came after since (the purge-log position noted before its
-// exchange began): then it is stored nowhere, Redis included, and only its own requests get it. When
-// it is not stored, the reason says why.
-func (c *Cache) storeResponse(r *http.Request, e *Entry, since uint64) (bool, Reason) {
+// response has Vary, in which case a Vary marker goes under the primary key) and stores it in every
+// tier, unless a removal covering it came after the marks mk (read before its exchange began): then
+// it is stored nowhere and only its own requests get it. The first tier's verdict is the answer's
+// (a later tier takes it even if the first one's admission policy refused it); when it is not
+// stored, the reason says why.
+func (c *Cache) storeResponse(r *http.Request, e *Entry, mk marks) (bool, Reason) {
 	vary, star := varyNames(e.Header)
 	if star {
 		return false, ReasonVaryStar
-	}
-	// Read before the purge log is checked: a purge this store does not see bumps it afterwards.
-	var epoch uint64
-	if c.redis != nil {
-		epoch = c.redis.currentEpoch()
 	}
 	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), c.keyQuery(e.Service, r.URL.RawQuery))
 	e.BaseLen = len(buf)
 	buf = appendAuthKey(buf, credential(r.Header))
 	buf = c.appendKeyHeaders(buf, e.Service, r.Header)
 	var m *Entry
-	res := storeAdmitted
 	if len(vary) > 0 {
 		m = &Entry{Key: string(buf), BaseLen: e.BaseLen, Service: e.Service, URL: e.URL, Marker: true, Vary: vary}
 		m.prepare(&c.opts)
-		res = c.store(m, since)
 		buf = appendVariantKey(buf, vary, r.Header)
 		e.Vary = vary
 	}
 	e.Key = string(buf)
 	e.prepare(&c.opts)
-	if res == storeAdmitted {
-		res = c.store(e, since)
-	}
-	if res != storeOutdated && c.redis != nil && !c.local.isClosed() {
-		c.shareStored(m, e, epoch) // even if the local admission policy refused it
+	res := c.tiers[0].put(m, e, c.retention(e), mk[0])
+	if res != storeOutdated {
+		for i, t := range c.tiers[1:] {
+			if c.closed.Load() {
+				break
+			}
+			t.put(m, e, c.retention(e)-e.age(c.now()), mk[i+1])
+		}
 	}
 	switch res {
 	case storeOutdated:
@@ -787,17 +782,5 @@ func (c *Cache) invalidate(r *http.Request, service string, h http.Header, baseP
 		ref := baseRef{url: keyURL(p, q), base: appendBaseKey(nil, r.Host, service, p, q)}
 		refs = append(refs, ref)
 	}
-	bases := make([][]byte, len(refs))
-	for i, ref := range refs {
-		bases[i] = ref.base
-	}
-	c.invalidateLocal(service, bases) // fences the Redis tier: a write racing with it is dropped or undone
-	if c.redis != nil && !c.local.isClosed() {
-		c.redis.invalidate(r.Context(), service, refs)
-	}
-}
-
-// invalidateLocal removes the local entries stored under the given base keys.
-func (c *Cache) invalidateLocal(service string, bases [][]byte) {
-	c.local.remove(purgeEvent{service: service, bases: bases})
+	c.remove(r.Context(), purgeEvent{service: service, refs: refs})
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"net/http"
 	"strings"
 )
@@ -92,14 +93,5 @@ func (c *Cache) PurgeTags(service string, tags []string) int {
 	if len(tags) == 0 {
 		return 0 // never "everything"
 	}
-	n := c.purgeTagsLocal(service, tags)
-	if c.redis != nil && !c.local.isClosed() {
-		n = max(n, c.redis.purgeTags(service, tags))
-	}
-	return n
-}
-
-// purgeTagsLocal is PurgeTags on the local tier only (also for purges other instances publish).
-func (c *Cache) purgeTagsLocal(service string, tags []string) int {
-	return c.local.remove(purgeEvent{service: service, tags: tags})
+	return c.remove(context.Background(), purgeEvent{service: service, tags: tags})
 }
