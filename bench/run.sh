@@ -46,10 +46,11 @@
 #          BENCH_CONNS=32        wrk connections (-c); BENCH_THREADS=1 wrk threads (-t)
 #          BENCH_WARMUP=1s       warm-up per configuration before the rounds
 #          BENCH_CONFIGS="A B C D E F G H I J" subset to run (ratios need their pairs)
+#          BENCH_MAX_SIZE=256MiB the gateway cache's max_size (C, D, I; F and G keep theirs)
 #          BENCH_PREFILL=1       fill the gateway's cache past max_size before the rounds (0: don't)
 #          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
 #          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
-#                                gateway (pprof on its admin endpoint) under C and D load into
+#                                gateway (pprof on its admin endpoint) under C, D and H load into
 #                                bench/out/ (go tool pprof -top bench/out/cpu-D.prof)
 #          BENCH_SKIP_BUILD=1    reuse the binaries already in bench/out/bin
 set -euo pipefail
@@ -62,6 +63,7 @@ DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-1s}
+MAX_SIZE=${BENCH_MAX_SIZE:-256MiB}
 CONFIGS=${BENCH_CONFIGS:-"A B C D E F G H I J"}
 BASE=${BENCH_PORT_BASE:-18100}
 OUTDIR=$ROOT/bench/out
@@ -170,7 +172,7 @@ gw_caddyfile() { # gw_caddyfile ADMIN PORT NSERVICES [nocache]
 		local i
 		for ((i = 1; i < n; i++)); do printf '\t\tservice s%05d http://127.0.0.1:%s\n' "$i" "$P_UP"; done
 		printf '\t\tservice bench http://127.0.0.1:%s\n' "$P_UP"
-		[ -n "$nocache" ] || printf '\t\tcache {\n\t\t\tmax_size 64MiB\n\t\t}\n'
+		[ -n "$nocache" ] || printf '\t\tcache {\n\t\t\tmax_size %s\n\t\t}\n' "$MAX_SIZE"
 		printf '\t}\n}\n'
 	}
 }
@@ -489,18 +491,21 @@ REPORT=$OUTDIR/report-$STAMP.md
 # ---------------------------------------------------------------- profiles
 if [ "${BENCH_PROFILE:-}" = 1 ]; then
 	PROF_SECS=${BENCH_PROFILE_SECONDS:-8}
-	for c in C D; do
+	for c in C D H; do
+		[[ " $CONFIGS " == *" $c "* ]] || continue
+		adm=$ADM_GW
+		[ "$c" != H ] || adm=$ADM_H # the gateway without a cache: its GC share is the floor
 		log "profiling gateway under $c (${PROF_SECS}s CPU, then allocs)"
 		run_wrk "$c" "$((PROF_SECS + 3))s" "$RAW/profile-$c.txt" &
 		wp=$!
 		sleep 1
-		curl -s -o "$OUTDIR/cpu-$c.prof" "http://127.0.0.1:$ADM_GW/debug/pprof/profile?seconds=$PROF_SECS"
+		curl -s -o "$OUTDIR/cpu-$c.prof" "http://127.0.0.1:$adm/debug/pprof/profile?seconds=$PROF_SECS"
 		wait "$wp"
 		# allocs: the difference over a short load window (sample_index=alloc_space / alloc_objects)
-		curl -s -o "$RUN/allocs-before-$c.prof" "http://127.0.0.1:$ADM_GW/debug/pprof/allocs"
+		curl -s -o "$RUN/allocs-before-$c.prof" "http://127.0.0.1:$adm/debug/pprof/allocs"
 		run_wrk "$c" 3s "$RAW/profile-allocs-$c.txt"
-		curl -s -o "$OUTDIR/allocs-$c.prof" "http://127.0.0.1:$ADM_GW/debug/pprof/allocs"
+		curl -s -o "$OUTDIR/allocs-$c.prof" "http://127.0.0.1:$adm/debug/pprof/allocs"
 		go tool pprof -base "$RUN/allocs-before-$c.prof" -proto "$OUTDIR/allocs-$c.prof" >"$OUTDIR/allocs-delta-$c.prof" 2>/dev/null || true
 	done
-	log "profiles: bench/out/cpu-{C,D}.prof, bench/out/allocs-delta-{C,D}.prof (go tool pprof -top -sample_index=alloc_objects ...)"
+	log "profiles: bench/out/cpu-{C,D,H}.prof, bench/out/allocs-delta-{C,D,H}.prof (go tool pprof -top -sample_index=alloc_objects ...)"
 fi

@@ -120,7 +120,7 @@ type Cache struct {
 	local  *localTier
 	closed atomic.Bool
 	fl     flights
-	pass   passKeys
+	pass   *passKeys
 	// keys are the compiled Options.Keys (nil: default keys everywhere).
 	keys map[string]*KeyRules
 
@@ -154,7 +154,7 @@ func New(opts Options) (*Cache, error) {
 	case opts.DefaultTTL < 0 || opts.StaleWhileRevalidate < 0 || opts.StaleIfError < 0:
 		return nil, errors.New("cache: default_ttl, stale_while_revalidate and stale_if_error must not be negative")
 	}
-	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger, orphanLimit: orphanLimit}
+	c := &Cache{opts: opts, now: opts.Now, log: opts.Logger, orphanLimit: orphanLimit, pass: newPassKeys()}
 	for svc, k := range opts.Keys {
 		ck, err := compileKeyRules(k)
 		if err != nil {
