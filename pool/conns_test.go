@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
-	"net/textproto"
 	"sync"
 	"testing"
 
@@ -35,11 +33,13 @@ func newServer(t *testing.T, h http.HandlerFunc) *httptest.Server {
 	return srv
 }
 
-// get sends a traced GET and reads the body to EOF, which is when the
-// transport pools the connection (and reports PutIdleConn) before returning.
+// get sends a GET between Begin and End and reads the body to EOF, which is
+// when the transport pools the connection.
 func get(t *testing.T, c *ConnCounter, client *http.Client, ctx context.Context, url string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(c.Trace(ctx), http.MethodGet, url, nil)
+	c.Begin()
+	defer c.End()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		t.Error(err)
 		return
@@ -110,23 +110,27 @@ func TestConnCounterConcurrent(t *testing.T) {
 	}
 }
 
-// TestConnCounterSharedContext covers a context reused for several round
-// trips (a retry loop): each new connection replaces the previous reference.
-func TestConnCounterSharedContext(t *testing.T) {
+// TestConnCounterActiveAtMostOpen: exchanges in flight that hold no
+// connection yet (waiting for a dial, or for one to come back to the pool)
+// are not counted as active connections.
+func TestConnCounterActiveAtMostOpen(t *testing.T) {
 	var c ConnCounter
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
-	client := &http.Client{Transport: countedTransport(t, &c, 2)}
-	ctx := c.Trace(context.Background())
-	for range 3 {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	c.Begin()
+	c.Begin()
+	wantConns(t, &c, 0, 0, 0)
+	a, p := net.Pipe()
+	defer p.Close()
+	conn, err := c.WrapDial(func(context.Context, string, string) (net.Conn, error) { return a, nil })(context.Background(), "pipe", "x")
+	if err != nil {
+		t.Fatal(err)
 	}
+	wantConns(t, &c, 1, 1, 0)
+	c.End()
+	wantConns(t, &c, 1, 1, 0)
+	c.End()
 	wantConns(t, &c, 1, 0, 1)
+	conn.Close()
+	wantConns(t, &c, 0, 0, 0)
 }
 
 // TestConnCounterServerClose checks that a connection closed by the
@@ -149,9 +153,8 @@ func TestConnCounterServerClose(t *testing.T) {
 	}
 }
 
-// TestConnCounterHTTP2 uses TLS + HTTP/2, where many requests share one
-// connection and the transport never reports PutIdleConn: a request's
-// reference is dropped when its context ends.
+// TestConnCounterHTTP2 uses TLS + HTTP/2, where many exchanges share one
+// connection: Active stays at most Open.
 func TestConnCounterHTTP2(t *testing.T) {
 	var c ConnCounter
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -166,11 +169,9 @@ func TestConnCounterHTTP2(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
 
-	ctxs := make([]context.CancelFunc, 3)
-	for i := range ctxs {
-		ctx, cancel := context.WithCancel(context.Background())
-		ctxs[i] = cancel
-		req, _ := http.NewRequestWithContext(c.Trace(ctx), http.MethodGet, srv.URL, nil)
+	for range 3 {
+		c.Begin() // exchanges still in flight: their End comes below
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL, nil)
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -181,11 +182,10 @@ func TestConnCounterHTTP2(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	wantConns(t, &c, 1, 1, 0) // one shared connection, requests not ended yet
-	for _, cancel := range ctxs {
-		cancel()
+	wantConns(t, &c, 1, 1, 0) // one shared connection
+	for range 3 {
+		c.End()
 	}
-	testutil.Eventually(t, "HTTP/2 connection to turn idle", func() bool { return c.Stats().Active == 0 })
 	wantConns(t, &c, 1, 0, 1)
 	client.CloseIdleConnections()
 	testutil.Eventually(t, "HTTP/2 connection to close", func() bool { return c.Stats().Open == 0 })
@@ -264,44 +264,11 @@ func TestConnCounterWarmUpError(t *testing.T) {
 	}
 }
 
-func BenchmarkConnCounterTrace(b *testing.B) {
+// TestConnCounterBeginEndAllocateNothing: counting an exchange is on every
+// proxied request's path.
+func TestConnCounterBeginEndAllocateNothing(t *testing.T) {
 	var c ConnCounter
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = c.Trace(ctx)
-	}
-}
-
-// BenchmarkConnCounterRequestLifecycle measures what one proxied HTTP/1
-// request costs the counter inside Caddy: Trace, Caddy's reverse proxy
-// layering its own ClientTrace on top (httptrace composes the two with
-// reflection), then the GotConn and PutIdleConn callbacks.
-func BenchmarkConnCounterRequestLifecycle(b *testing.B) {
-	var c ConnCounter
-	a, p := net.Pipe()
-	defer p.Close()
-	conn, _ := c.WrapDial(func(context.Context, string, string) (net.Conn, error) { return a, nil })(context.Background(), "pipe", "x")
-	defer conn.Close()
-	info := httptrace.GotConnInfo{Conn: conn, Reused: true}
-	for _, caddy := range []bool{false, true} {
-		name := "bare"
-		if caddy {
-			name = "under-caddy-trace"
-		}
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				ctx := c.Trace(context.Background())
-				if caddy {
-					ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-						Got1xxResponse: func(int, textproto.MIMEHeader) error { return nil },
-					})
-				}
-				tr := httptrace.ContextClientTrace(ctx)
-				tr.GotConn(info)
-				tr.PutIdleConn(nil)
-			}
-		})
+	if n := testing.AllocsPerRun(100, func() { c.Begin(); c.End() }); n != 0 {
+		t.Fatalf("Begin+End allocate %.0f times, want 0", n)
 	}
 }

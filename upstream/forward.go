@@ -45,7 +45,9 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	out := r.WithContext(s.conns.Trace(ctx))
+	s.conns.Begin()
+	defer s.conns.End()
+	out := r.WithContext(ctx)
 	if s.basePath != "" {
 		u := *r.URL
 		u.Path = s.basePath + u.Path
