@@ -25,6 +25,7 @@ type index struct {
 type baseRefs struct {
 	url  string // upstream-relative path and query (Entry.URL)
 	refs []keyRef
+	one  [1]keyRef // refs' first backing array: one object per URL in the usual case
 }
 
 // keyRef is one indexed key.
@@ -55,9 +56,15 @@ func (x *index) add(service, url string, baseLen int, ref keyRef) {
 	}
 	br := bases[ref.key[:baseLen]]
 	if br == nil {
-		// The map key is not the block's memory: the base outlives a replaced block.
+		// The map key is not the block's memory: the base outlives a replaced block. The URL
+		// shares the copy when the key ends with it (no query rules rewrote it).
+		base := strings.Clone(ref.key[:baseLen])
+		if strings.HasSuffix(base, url) {
+			url = base[len(base)-len(url):]
+		}
 		br = &baseRefs{url: url}
-		bases[strings.Clone(ref.key[:baseLen])] = br
+		br.refs = br.one[:0]
+		bases[base] = br
 	}
 	if i := br.find(ref.key); i >= 0 {
 		x.untag(service, br.refs[i]) // replaced: its tags must not find (and purge) the new entry
