@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -181,48 +179,6 @@ func TestPurgeAndWriteDuringMiss(t *testing.T) {
 				t.Fatalf("answer fetched before the %s served afterwards: %q, Cache-Status %q", tt.name, body, cs)
 			}
 		})
-	}
-}
-
-// TestEarlyHintsFieldsStayInterim: the fields of an upstream 103 go out with the 103 only, not with
-// the final answer, neither on the miss nor on the later hit.
-func TestEarlyHintsFieldsStayInterim(t *testing.T) {
-	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Link", "</style.css>; rel=preload")
-		w.Header().Set("X-Hint-Secret", "from-103")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
-		w.Header().Del("X-Hint-Secret")
-		w.Header().Set("Cache-Control", "max-age=60")
-		_, _ = io.WriteString(w, "final")
-	})
-	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
-		service a %s
-		cache
-	}`, up.URL))
-	for _, want := range []string{"fwd=miss", "; hit"} {
-		var hints []textproto.MIMEHeader
-		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-				hints = append(hints, h)
-				return nil
-			},
-		})
-		req, _ := http.NewRequestWithContext(ctx, "GET", in.url("/api/a/page"), nil)
-		resp, err := in.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if !strings.Contains(resp.Header.Get("Cache-Status"), want) {
-			t.Fatalf("Cache-Status %q, want %q", resp.Header.Get("Cache-Status"), want)
-		}
-		if resp.Header.Get("Link") != "" || resp.Header.Get("X-Hint-Secret") != "" {
-			t.Fatalf("%s: 103 fields in the final answer: %v", want, resp.Header)
-		}
-		if want == "fwd=miss" && (len(hints) != 1 || hints[0].Get("X-Hint-Secret") != "from-103") {
-			t.Fatalf("103 not passed on: %v", hints)
-		}
 	}
 }
 

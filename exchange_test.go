@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -16,8 +17,8 @@ import (
 	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
-// Robustness of the exchange itself: a client that stalls its request body,
-// and what the retrying writer passes through (1xx answers, trailers).
+// The exchange itself: a client that stalls its request body, and what the
+// retrying writer and the cache pass through (1xx answers, trailers).
 
 // rawExchange sends raw bytes on a new connection and reads one answer,
 // failing the test (instead of hanging it) when none comes within d.
@@ -49,7 +50,7 @@ func (in *instance) rawExchange(t *testing.T, d time.Duration, raw string) (*htt
 // error), its admission slot is released at once, and
 // an upstream that is merely slow still gets 504. Streamed (POST) and
 // buffered-for-retry (PUT with retries) bodies alike.
-func TestRobustStalledRequestBodyEndsWithTimeout(t *testing.T) {
+func TestStalledRequestBodyEndsWithTimeout(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/ignore"):
@@ -142,7 +143,7 @@ func TestRobustStalledRequestBodyEndsWithTimeout(t *testing.T) {
 
 // A stalled body with nothing else going on: the breaker of the target
 // stays closed (the client is at fault, not the upstream).
-func TestRobustStalledBodyIsNoBreakerFailure(t *testing.T) {
+func TestStalledRequestBodyIsNoBreakerFailure(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		_, _ = fmt.Fprintf(w, "read %d", len(b))
@@ -172,7 +173,7 @@ func TestRobustStalledBodyIsNoBreakerFailure(t *testing.T) {
 // An upstream's 103 Early Hints reaches the client with its headers, but
 // they do not stay in the final answer (a 200, or the 502 after the retries
 // ran out), and do not pile up over attempts — as with stock reverse_proxy.
-func TestRobustEarlyHintsHeadersDoNotLeakIntoFinalAnswer(t *testing.T) {
+func TestEarlyHintsStayInterimThroughRetries(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Link", "</style.css>; rel=preload; as=style")
@@ -241,9 +242,51 @@ func TestRobustEarlyHintsHeadersDoNotLeakIntoFinalAnswer(t *testing.T) {
 	noPanic(t, in)
 }
 
+// The fields of an upstream 103 go out with the 103 only, not with
+// the final answer, neither on the miss nor on the later hit.
+func TestEarlyHintsStayInterimThroughTheCache(t *testing.T) {
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("X-Hint-Secret", "from-103")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Hint-Secret")
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "final")
+	})
+	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
+		service a %s
+		cache
+	}`, up.URL))
+	for _, want := range []string{"fwd=miss", "; hit"} {
+		var hints []textproto.MIMEHeader
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				hints = append(hints, h)
+				return nil
+			},
+		})
+		req, _ := http.NewRequestWithContext(ctx, "GET", in.url("/api/a/page"), nil)
+		resp, err := in.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if !strings.Contains(resp.Header.Get("Cache-Status"), want) {
+			t.Fatalf("Cache-Status %q, want %q", resp.Header.Get("Cache-Status"), want)
+		}
+		if resp.Header.Get("Link") != "" || resp.Header.Get("X-Hint-Secret") != "" {
+			t.Fatalf("%s: 103 fields in the final answer: %v", want, resp.Header)
+		}
+		if want == "fwd=miss" && (len(hints) != 1 || hints[0].Get("X-Hint-Secret") != "from-103") {
+			t.Fatalf("103 not passed on: %v", hints)
+		}
+	}
+}
+
 // Trailers the upstream sends after a chunked body reach the client through
 // a retrying service as through a plain one.
-func TestRobustUpstreamTrailersReachTheClient(t *testing.T) {
+func TestUpstreamTrailersReachTheClient(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-T")
 		_, _ = io.WriteString(w, "body")
