@@ -50,7 +50,7 @@
 #          BENCH_PREFILL=1       fill the gateway's cache past max_size before the rounds (0: don't)
 #          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
 #          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
-#                                gateway (pprof on its admin endpoint) under C, D and H load into
+#                                servers (pprof on their admin endpoints) under B, C, D, F, H and I load into
 #                                bench/out/ (go tool pprof -top bench/out/cpu-D.prof)
 #          BENCH_SKIP_BUILD=1    reuse the binaries already in bench/out/bin
 set -euo pipefail
@@ -491,10 +491,14 @@ REPORT=$OUTDIR/report-$STAMP.md
 # ---------------------------------------------------------------- profiles
 if [ "${BENCH_PROFILE:-}" = 1 ]; then
 	PROF_SECS=${BENCH_PROFILE_SECONDS:-8}
-	for c in C D H; do
+	for c in B C D F H I; do
 		[[ " $CONFIGS " == *" $c "* ]] || continue
-		adm=$ADM_GW
-		[ "$c" != H ] || adm=$ADM_H # the gateway without a cache: its GC share is the floor
+		case $c in
+		B) adm=$ADM_STOCK ;; # stock reverse_proxy: the baseline a differential profile subtracts
+		F) adm=$ADM_F ;;     # the gateway with 10,000 services
+		H) adm=$ADM_H ;;     # the gateway without a cache
+		*) adm=$ADM_GW ;;
+		esac
 		log "profiling gateway under $c (${PROF_SECS}s CPU, then allocs)"
 		run_wrk "$c" "$((PROF_SECS + 3))s" "$RAW/profile-$c.txt" &
 		wp=$!
@@ -507,5 +511,5 @@ if [ "${BENCH_PROFILE:-}" = 1 ]; then
 		curl -s -o "$OUTDIR/allocs-$c.prof" "http://127.0.0.1:$adm/debug/pprof/allocs"
 		go tool pprof -base "$RUN/allocs-before-$c.prof" -proto "$OUTDIR/allocs-$c.prof" >"$OUTDIR/allocs-delta-$c.prof" 2>/dev/null || true
 	done
-	log "profiles: bench/out/cpu-{C,D,H}.prof, bench/out/allocs-delta-{C,D,H}.prof (go tool pprof -top -sample_index=alloc_objects ...)"
+	log "profiles: bench/out/cpu-{B,C,D,F,H,I}.prof, bench/out/allocs-delta-{B,C,D,F,H,I}.prof (go tool pprof -top -sample_index=alloc_objects ...)"
 fi
