@@ -1,18 +1,13 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // cacheStats reads the default gateway's cache counters from the admin API.
@@ -26,83 +21,6 @@ func cacheStats(t testing.TB, in *instance) map[string]any {
 		t.Fatalf("no cache stats in %s", body)
 	}
 	return c
-}
-
-// TestCoalescedLeaderHangsUp: n requests wait on one slow cacheable miss; the leader's client hangs up.
-// The exchange goes on for the waiters: the upstream sees one request (two at most, if a waiter had
-// to take over), and every waiter gets the answer.
-func TestCoalescedLeaderHangsUp(t *testing.T) {
-	const n = 40
-	release := make(chan struct{})
-	cancelled := make(chan struct{}, 1)
-	var calls atomic.Int64
-	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			select {
-			case <-release:
-			case <-r.Context().Done(): // the gateway dropped the leader's exchange
-				cancelled <- struct{}{}
-				return
-			}
-		}
-		w.Header().Set("Cache-Control", "max-age=60")
-		_, _ = io.WriteString(w, `{"slow":true}`)
-	})
-	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
-		service a %s/v1 {
-			timeout 20s
-		}
-		cache
-	}`, up.URL))
-
-	ctx, hangUp := context.WithCancel(context.Background())
-	leaderDone := make(chan struct{})
-	go func() {
-		defer close(leaderDone)
-		req, _ := http.NewRequestWithContext(ctx, "GET", in.url("/api/a/slow"), nil)
-		if resp, err := in.client.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	testutil.Eventually(t, "the leader's upstream request", func() bool { return calls.Load() == 1 })
-
-	var wg sync.WaitGroup
-	codes := make([]int, n)
-	bodies := make([]string, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := in.client.Get(in.url("/api/a/slow"))
-			if err != nil {
-				t.Errorf("waiter %d: %v", i, err)
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			codes[i], bodies[i] = resp.StatusCode, string(b)
-		}()
-	}
-	testutil.Eventually(t, "every waiter to join the flight", func() bool { return cacheStats(t, in)["coalesced"].(float64) >= n })
-	hangUp()
-	<-leaderDone
-	// Proving that nothing happens takes a window: the server notices the hang-up within
-	// milliseconds, and a dropped exchange would reach the upstream at once.
-	select {
-	case <-cancelled:
-		t.Fatal("the leader's hang-up cancelled the exchange the waiters depend on")
-	case <-time.After(300 * time.Millisecond):
-	}
-	close(release)
-	wg.Wait()
-	if got := calls.Load(); got > 2 {
-		t.Fatalf("upstream requests = %d, want at most 2", got)
-	}
-	for i := range n {
-		if codes[i] != 200 || bodies[i] != `{"slow":true}` {
-			t.Fatalf("waiter %d: %d %q", i, codes[i], bodies[i])
-		}
-	}
 }
 
 // TestPurgeAndWriteDuringMiss: a miss is in flight when the service is purged or the URL is written

@@ -2,10 +2,12 @@ package upstream
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,7 +54,16 @@ func caddyContext(t *testing.T) caddy.Context {
 // forward sends a request for the service-relative target through s, as
 // the gateway's handler does inside Caddy's server.
 func forward(s *Service, method, target string, hdr ...string) (*httptest.ResponseRecorder, error) {
-	r := httptest.NewRequest(method, target, nil)
+	return forwardBody(s, method, target, "", hdr...)
+}
+
+// forwardBody is forward with a request body (none when body is empty).
+func forwardBody(s *Service, method, target, body string, hdr ...string) (*httptest.ResponseRecorder, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	r := httptest.NewRequest(method, target, rd)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -127,32 +138,57 @@ func TestForwardMapsFailuresToStatuses(t *testing.T) {
 	}
 }
 
-// Idempotent requests are retried after 502 answers until one succeeds;
-// a POST is sent once and its 502 delivered.
+// Idempotent requests (GET, PUT with its body sent again each time, a POST
+// with an Idempotency-Key) are retried after transient failures until one
+// succeeds; a plain POST is sent once and the upstream's own answer
+// delivered.
 func TestRetriesIdempotentRequestsOnly(t *testing.T) {
-	var calls atomic.Int64
+	var mu sync.Mutex
+	calls := map[string]int{}
+	count := func(key string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls[key]
+	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1)%3 != 0 { // two failures, then a success
-			w.WriteHeader(http.StatusBadGateway)
+		key := r.Method + " " + r.URL.Path
+		mu.Lock()
+		calls[key]++
+		n := calls[key]
+		mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		if n <= 2 { // two transient failures, then a success
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "busy")
 			return
 		}
-		_, _ = io.WriteString(w, "third time")
+		_, _ = fmt.Fprintf(w, "third time: %q", body)
 	}))
 	defer up.Close()
 	s := newTestService(t, &Config{Name: "svc", Upstreams: []string{up.URL}, Retries: 2,
 		RetryBackoffBase: caddy.Duration(time.Millisecond), RetryBackoffCap: caddy.Duration(time.Millisecond)})
 
-	w, err := forward(s, "GET", "/x")
-	if err != nil || w.Code != 200 || w.Body.String() != "third time" || calls.Load() != 3 {
-		t.Fatalf("GET: %v %d %q after %d calls, want 200 after 3", err, w.Code, w.Body.String(), calls.Load())
+	w, err := forward(s, "GET", "/get")
+	if err != nil || w.Code != 200 || count("GET /get") != 3 {
+		t.Fatalf("GET: %v %d %q after %d calls, want 200 after 3", err, w.Code, w.Body.String(), count("GET /get"))
 	}
 	if st := s.PoolStats(); st.Retries != 2 {
 		t.Errorf("retries counted %d, want 2", st.Retries)
 	}
-	calls.Store(0)
-	w, err = forward(s, "POST", "/x")
-	if calls.Load() != 1 || (err == nil && w.Code != http.StatusBadGateway) {
-		t.Fatalf("POST: %v %d after %d calls, want one call answered 502", err, w.Code, calls.Load())
+	w, err = forwardBody(s, "PUT", "/put", "same body each time")
+	if err != nil || w.Code != 200 || w.Body.String() != `third time: "same body each time"` {
+		t.Errorf("PUT: %v %d %q, want the body sent again on the third attempt", err, w.Code, w.Body.String())
+	}
+	w, err = forwardBody(s, "POST", "/post", "x")
+	if err != nil || w.Code != http.StatusServiceUnavailable || w.Body.String() != "busy" || count("POST /post") != 1 {
+		t.Errorf("POST: %v %d %q after %d calls, want the upstream's own 503 after 1", err, w.Code, w.Body.String(), count("POST /post"))
+	}
+	w, err = forwardBody(s, "POST", "/keyed", "x", "Idempotency-Key", "k1")
+	if err != nil || w.Code != 200 || count("POST /keyed") != 3 {
+		t.Errorf("POST with Idempotency-Key: %v %d after %d calls, want 200 after 3", err, w.Code, count("POST /keyed"))
+	}
+	if st := s.PoolStats(); st.Retries != 6 {
+		t.Errorf("retries counted %d, want 6 (GET, PUT, keyed POST: 2 each)", st.Retries)
 	}
 }
 
