@@ -231,11 +231,14 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 			return ResultMiss, fl.err
 		}
 		if fl.stored {
-			if e, age := c.relookup(cl); e != nil && (usable(e, &cl.cc, age) || !e.RequestTime.Before(cl.start)) {
+			v := getView()
+			if e, age := c.relookup(cl, v); e != nil && (usable(e, &cl.cc, age) || !e.RequestTime.Before(cl.start)) {
 				c.hits.Add(1)
 				c.writeEntry(w, cl.r, cl.rt, e, age, "fwd=miss; collapsed")
+				putView(v)
 				return ResultCollapsed, nil
 			}
+			putView(v)
 		}
 		return c.fetchOnce(w, cl, nil)
 	}
@@ -246,12 +249,15 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 // hangs up.
 func (c *Cache) leadFlight(w http.ResponseWriter, cl call, fl *flight) (Result, error) {
 	// Another leader may have stored the answer between our lookup and join.
-	if e, age := c.relookup(cl); e != nil && !e.sameAs(cl.cand) && usable(e, &cl.cc, age) {
+	v := getView()
+	if e, age := c.relookup(cl, v); e != nil && !e.sameAs(cl.cand) && usable(e, &cl.cc, age) {
 		c.fl.finish(cl.key, fl, true, nil)
 		c.hits.Add(1)
 		c.writeEntry(w, cl.r, cl.rt, e, age, "hit")
+		putView(v)
 		return ResultHit, nil
 	}
+	putView(v)
 	l := c.newLead(cl.r, cl.key, fl)
 	defer l.end()
 	cl.r, cl.lead = l.r, l
@@ -324,10 +330,10 @@ func (l *lead) end() {
 }
 
 // relookup finds the current entry for the call's request again, in the first tier (where the
-// exchange it waited for stored it).
-func (c *Cache) relookup(cl call) (*Entry, time.Duration) {
+// exchange it waited for stored it), as view (from getView; the caller puts it back).
+func (c *Cache) relookup(cl call, view *Entry) (*Entry, time.Duration) {
 	kb := getKeyBuf()
-	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth, new(Entry), c.tiers[:1])
+	e, key, _, _ := c.lookup(*kb, cl.r, cl.service, cl.auth, view, c.tiers[:1])
 	*kb = key
 	putKeyBuf(kb)
 	if e == nil {
