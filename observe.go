@@ -212,7 +212,7 @@ func (g *Gateway) startGauges(panicked func()) {
 		// label lookup per target per tick is measurable idle CPU
 		for _, rt := range g.routes {
 			if q := rt.svc.PoolStats().Admission.Queued; q != rt.lastQueued || rt.lastHealthy == nil {
-				rt.metrics.Queued().Set(float64(q))
+				rt.metrics.SetQueued(q)
 				rt.lastQueued = q
 			}
 			if rt.lastHealthy == nil {

@@ -182,25 +182,9 @@ func (c *Collectors) Service(name string) *ServiceMetrics {
 		return s
 	}
 	s := &ServiceMetrics{
+		c:               c,
 		name:            name,
-		requestDuration: c.requestDuration.WithLabelValues(name),
-		inflight:        c.inflight.WithLabelValues(name),
-		queued:          c.queued.WithLabelValues(name),
 		upstreamHealthy: c.upstreamHealthy.MustCurryWith(prometheus.Labels{"service": name}),
-		upstreamDuration: lazy[prometheus.Observer]{make: func() prometheus.Observer {
-			return c.upstreamDuration.WithLabelValues(name)
-		}},
-		queueRejections: lazy[prometheus.Counter]{make: func() prometheus.Counter { return c.queueRejections.WithLabelValues(name) }},
-		retries:         lazy[prometheus.Counter]{make: func() prometheus.Counter { return c.retries.WithLabelValues(name) }},
-	}
-	for i, class := range statusClasses {
-		s.requests[i].make = func() prometheus.Counter { return c.requests.WithLabelValues(name, class) }
-	}
-	for i, r := range cacheLabels {
-		s.cache[i].make = func() prometheus.Counter { return c.cacheRequests.WithLabelValues(name, r) }
-	}
-	for k := range outcome.NumErrors {
-		s.errors[k].make = func() prometheus.Counter { return c.errors.WithLabelValues(name, k.String()) }
 	}
 	c.services[name] = s
 	return s
@@ -232,31 +216,33 @@ func (c *Collectors) SetCacheSize(id string, fn CacheSizeFunc) (remove func()) {
 // most of the gateway's heap and of every scrape. All methods are safe for
 // concurrent use and, once a child exists, do not allocate.
 type ServiceMetrics struct {
+	c                *Collectors
 	name             string
 	requests         [len(statusClasses)]lazy[prometheus.Counter]
-	requestDuration  prometheus.Observer
+	requestDuration  lazy[prometheus.Observer]
 	upstreamDuration lazy[prometheus.Observer]
 	cache            [len(cacheLabels)]lazy[prometheus.Counter]
-	inflight         prometheus.Gauge
-	queued           prometheus.Gauge
+	inflight         lazy[prometheus.Gauge]
+	queued           lazy[prometheus.Gauge]
 	queueRejections  lazy[prometheus.Counter]
 	retries          lazy[prometheus.Counter]
 	errors           [outcome.NumErrors]lazy[prometheus.Counter] // the counted kinds only
 	upstreamHealthy  *prometheus.GaugeVec
 }
 
-// lazy is a metric child resolved on first use. Two first uses at once may
-// both resolve it; the vector returns the same child to both.
+// lazy is a metric child resolved on first use, so that a service's series (and their memory, which
+// the garbage collector walks) exist only once it is used. Two first uses at once may both resolve
+// it; the vector returns the same child to both. The resolving func is passed at the call, not
+// kept: a closure per child and service would be memory too.
 type lazy[T any] struct {
-	make func() T
-	p    atomic.Pointer[T]
+	p atomic.Pointer[T]
 }
 
-func (l *lazy[T]) get() T {
+func (l *lazy[T]) get(make func() T) T {
 	if p := l.p.Load(); p != nil {
 		return *p
 	}
-	v := l.make()
+	v := make()
 	l.p.Store(&v)
 	return v
 }
@@ -269,15 +255,27 @@ func (s *ServiceMetrics) Name() string { return s.name }
 // there is a cache, and its kind of failure when it is one the gateway
 // counts (a queue rejection also in caddy_gateway_queue_rejections_total).
 func (s *ServiceMetrics) Record(r outcome.Record) {
-	s.requests[statusClassIndex(r.Status)].get().Inc()
-	s.requestDuration.Observe(r.Duration.Seconds())
+	class := statusClassIndex(r.Status)
+	s.requests[class].get(func() prometheus.Counter {
+		return s.c.requests.WithLabelValues(s.name, statusClasses[class])
+	}).Inc()
+	s.requestDuration.get(func() prometheus.Observer {
+		return s.c.requestDuration.WithLabelValues(s.name)
+	}).Observe(r.Duration.Seconds())
 	if r.Cached && r.Cache < outcome.NumCache {
-		s.cache[cacheLabel[r.Cache]].get().Inc()
+		i := cacheLabel[r.Cache]
+		s.cache[i].get(func() prometheus.Counter {
+			return s.c.cacheRequests.WithLabelValues(s.name, cacheLabels[i])
+		}).Inc()
 	}
 	if r.Error.Counted() {
-		s.errors[r.Error].get().Inc()
+		s.errors[r.Error].get(func() prometheus.Counter {
+			return s.c.errors.WithLabelValues(s.name, r.Error.String())
+		}).Inc()
 		if r.Error == outcome.ErrorQueue {
-			s.queueRejections.get().Inc()
+			s.queueRejections.get(func() prometheus.Counter {
+				return s.c.queueRejections.WithLabelValues(s.name)
+			}).Inc()
 		}
 	}
 }
@@ -285,18 +283,34 @@ func (s *ServiceMetrics) Record(r outcome.Record) {
 // ObserveUpstream records the duration of the upstream part of a request
 // (all attempts), which tells slow upstreams apart from a slow gateway.
 func (s *ServiceMetrics) ObserveUpstream(d time.Duration) {
-	s.upstreamDuration.get().Observe(d.Seconds())
+	s.upstreamDuration.get(func() prometheus.Observer {
+		return s.c.upstreamDuration.WithLabelValues(s.name)
+	}).Observe(d.Seconds())
 }
 
 // Inflight is the gauge of requests holding a slot of the service's pool;
-// the pool Incs on acquire and Decs on release.
-func (s *ServiceMetrics) Inflight() prometheus.Gauge { return s.inflight }
+// the pool Incs on acquire and Decs on release. Its first use also makes
+// the service's queued gauge (at 0): a service in use shows both.
+func (s *ServiceMetrics) Inflight() prometheus.Gauge {
+	return s.inflight.get(func() prometheus.Gauge {
+		s.queued.get(func() prometheus.Gauge { return s.c.queued.WithLabelValues(s.name) })
+		return s.c.inflight.WithLabelValues(s.name)
+	})
+}
 
-// Queued is the gauge of requests waiting for a slot of the service's pool.
-func (s *ServiceMetrics) Queued() prometheus.Gauge { return s.queued }
+// SetQueued sets the gauge of requests waiting for a slot of the service's
+// pool. A service never used has no series: 0 is not set until then.
+func (s *ServiceMetrics) SetQueued(n int64) {
+	if n == 0 && s.queued.p.Load() == nil {
+		return
+	}
+	s.queued.get(func() prometheus.Gauge { return s.c.queued.WithLabelValues(s.name) }).Set(float64(n))
+}
 
 // Retried counts one upstream attempt beyond the first.
-func (s *ServiceMetrics) Retried() { s.retries.get().Inc() }
+func (s *ServiceMetrics) Retried() {
+	s.retries.get(func() prometheus.Counter { return s.c.retries.WithLabelValues(s.name) }).Inc()
+}
 
 // SetUpstreamHealthy sets caddy_gateway_upstream_healthy for one target
 // (its dial address, never a URL with credentials). Health changes are rare,

@@ -111,7 +111,8 @@ func recordTraffic(c *Collectors) {
 	users.Inflight().Inc()
 	users.Inflight().Inc()
 	users.Inflight().Dec()
-	users.Queued().Add(3)
+	users.SetQueued(3)
+	products.SetQueued(0) // never queued: no series
 	users.Retried()
 	users.Retried()
 	users.SetUpstreamHealthy("127.0.0.1:9001", true)
@@ -170,6 +171,9 @@ func TestCollectorsRecord(t *testing.T) {
 	}{
 		{"caddy_gateway_requests_total", map[string]string{"service": "users", "code": "3xx"}},
 		{"caddy_gateway_cache_requests_total", map[string]string{"service": "users", "result": "stale"}},
+		{"caddy_gateway_queued", map[string]string{"service": "products"}},
+		{"caddy_gateway_inflight", map[string]string{"service": "products"}},
+		{"caddy_gateway_upstream_duration_seconds", map[string]string{"service": "products"}},
 	} {
 		if _, ok := sample(t, reg, absent.name, absent.labels); ok {
 			t.Errorf("%s%v exists before any use", absent.name, absent.labels)

@@ -244,6 +244,12 @@ func (s *Service) buildTransport(ctx caddy.Context, h *reverseproxy.Handler, sch
 	if scheme == "https" && t.TLS == nil {
 		t.TLS = new(reverseproxy.TLSConfig)
 	}
+	if t.TLS == nil && len(t.Versions) == 0 {
+		// Cleartext: Caddy's default versions (1.1 and 2) speak HTTP/1.1 to an http:// upstream
+		// anyway (HTTP/2 without TLS is "h2c", asked for by name), but "2" would still build an
+		// HTTP/2 transport per service that never carries a request.
+		t.Versions = []string{"1.1"}
+	}
 	if err := t.Provision(ctx); err != nil {
 		return nil, err
 	}
