@@ -46,7 +46,7 @@
 #          BENCH_CONNS=32        wrk connections (-c); BENCH_THREADS=1 wrk threads (-t)
 #          BENCH_WARMUP=1s       warm-up per configuration before the rounds
 #          BENCH_CONFIGS="A B C D E F G H I J" subset to run (ratios need their pairs)
-#          BENCH_MAX_SIZE=256MiB the gateway cache's max_size (C, D, I; F and G keep theirs)
+#          BENCH_MAX_SIZE=256MiB the max_size of the gateways' caches (C, D, I and F; G keeps its tiny one)
 #          BENCH_PREFILL=1       fill the gateway's cache past max_size before the rounds (0: don't)
 #          BENCH_PORT_BASE=18100 first of the loopback ports used (upstream, servers, admins)
 #          BENCH_PROFILE=1       after the rounds, record CPU and allocation profiles of the
@@ -499,7 +499,7 @@ if [ "${BENCH_PROFILE:-}" = 1 ]; then
 		H) adm=$ADM_H ;;     # the gateway without a cache
 		*) adm=$ADM_GW ;;
 		esac
-		log "profiling gateway under $c (${PROF_SECS}s CPU, then allocs)"
+		log "profiling the server under $c (${PROF_SECS}s CPU, then allocs)"
 		run_wrk "$c" "$((PROF_SECS + 3))s" "$RAW/profile-$c.txt" &
 		wp=$!
 		sleep 1
