@@ -71,6 +71,10 @@ func (x *index) add(service, url string, baseLen int, ref keyRef) {
 		br.refs[i] = ref
 	} else {
 		br.refs = append(br.refs, ref)
+		if len(br.refs) > 1 {
+			// refs moved off the inline array: a ref left there would keep its block alive
+			br.one = [1]keyRef{}
+		}
 		x.n++
 	}
 	x.tag(service, baseLen, ref)

@@ -164,13 +164,15 @@ func registerOrReuse(reg prometheus.Registerer, col prometheus.Collector) (prome
 	return are.ExistingCollector, nil
 }
 
-// Service returns the metric handles of one service, with every label child
-// resolved up front so that recording a request is a few atomic adds and no
-// map lookups or allocations. Call it in Provision for each configured
-// service (and once with UnknownService) and keep the result; it is safe for
-// concurrent use and returns the same handle for the same name.
+// Service returns the metric handles of one service. Its label children are
+// resolved on first use and kept, so that recording a request is then a few
+// atomic adds and no map lookups or allocations. Call it in Provision for
+// each configured service (and once with UnknownService) and keep the
+// result; it is safe for concurrent use and returns the same handle for the
+// same name.
 //
-// Only pass configured service names: every distinct name creates series.
+// Only pass configured service names: every distinct name used creates
+// series.
 // An empty name is mapped to UnknownService.
 func (c *Collectors) Service(name string) *ServiceMetrics {
 	if name == "" {
@@ -209,12 +211,11 @@ func (c *Collectors) SetCacheSize(id string, fn CacheSizeFunc) (remove func()) {
 	return c.cacheSize.set(id, fn)
 }
 
-// ServiceMetrics are one service's metric children. The request-duration
-// histogram and the gauges are resolved up front; the children only some
-// traffic reaches (a status class, a cache result, an error kind) are
-// resolved on first use: with thousands of services, eager children were
-// most of the gateway's heap and of every scrape. All methods are safe for
-// concurrent use and, once a child exists, do not allocate.
+// ServiceMetrics are one service's metric children, each resolved on first
+// use (the queued gauge with the in-flight one): with thousands of services,
+// eager children were most of the gateway's heap and of every scrape, and a
+// service never used has no series. All methods are safe for concurrent use
+// and, once a child exists, do not allocate.
 type ServiceMetrics struct {
 	c                *Collectors
 	name             string

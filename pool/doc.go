@@ -9,6 +9,7 @@
 //     probes) that never blocks the request path and survives panicking jobs.
 //   - [Backoff], [Budget], [IsIdempotent]: the retry policy the upstream layer
 //     applies on top of Caddy's own dial retries.
-//   - [ConnCounter]: open / active / idle upstream connections counted from the
-//     real connection life cycle, for the admin /gateway/pools view.
+//   - [ConnCounter]: open upstream connections counted from their real life
+//     cycle, and how many of them serve an exchange (the exchanges in flight,
+//     at most the open ones), for the admin /gateway/pools view.
 package pool
