@@ -374,11 +374,12 @@ func TestServiceFootprint(t *testing.T) {
 
 // Allocation budgets of a first fetch through Gateway.ServeHTTP
 // (BenchmarkGatewayPass and BenchmarkGatewayFill's loops), measured
-// 2026-12-06 with Go 1.26.8: 224 and 244, then 222 and 241 once a request no
-// longer carries an httptrace.ClientTrace (pool.ConnCounter). They count
-// everything the process allocates per request: the gateway, Caddy's reverse
-// proxy and Go's transport, and the in-process upstream server, so they hold
-// some slack (about 5 %). Lower them when the miss path gets cheaper; a change that
+// 2026-12-06 with Go 1.26.8: 224 and 244, then 221 and 240 once a request no
+// longer carries an httptrace.ClientTrace (pool.ConnCounter) and a flight
+// leader's lookup uses a pooled view. They count everything the process
+// allocates per request: the gateway, Caddy's reverse proxy and Go's
+// transport, and the in-process upstream server, so they hold some slack
+// (about 5 %). Lower them when the miss path gets cheaper; a change that
 // raises them must say why.
 const (
 	passAllocBudget = 234
