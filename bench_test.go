@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-gateway/caddy-gateway/cache"
 	"github.com/caddy-gateway/caddy-gateway/internal/routing"
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // Handler-level benchmarks (issue #8). The gateway is provisioned by a real
@@ -354,18 +355,11 @@ func TestServiceFootprint(t *testing.T) {
 		t.Skip("measures the heap; not under -short or -race")
 	}
 	const n = 10000
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/objects:objects"}}
-	read := func() (live, objects float64) {
-		runtime.GC()
-		runtime.GC()
-		metrics.Read(s)
-		return float64(s[0].Value.Uint64()), float64(s[1].Value.Uint64())
-	}
-	live0, obj0 := read()
+	h0 := testutil.ReadHeap()
 	f := startGatewayFixture(t, n)
-	live1, obj1 := read()
+	h1 := testutil.ReadHeap()
 	runtime.KeepAlive(f)
-	live, objects := (live1-live0)/n, (obj1-obj0)/n
+	live, objects := (h1.Live-h0.Live)/n, (h1.Objects-h0.Objects)/n
 	t.Logf("per service: %.0f B live, %.0f heap objects", live, objects)
 	if live > 9000 || objects > 85 {
 		t.Errorf("a service keeps %.0f B and %.0f objects; budget 9,000 B and 85 objects", live, objects)

@@ -175,12 +175,7 @@ func TestStalledRequestBodyIsNoBreakerFailure(t *testing.T) {
 // ran out), and do not pile up over attempts — as with stock reverse_proxy.
 func TestEarlyHintsStayInterimThroughRetries(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Link", "</style.css>; rel=preload; as=style")
-		h.Set("X-Hint-Secret", "from-103")
-		w.WriteHeader(http.StatusEarlyHints)
-		h.Del("Link")
-		h.Del("X-Hint-Secret")
+		testutil.EarlyHints(w)
 		if strings.HasPrefix(r.URL.Path, "/fail") {
 			w.WriteHeader(http.StatusBadGateway)
 			return
@@ -246,11 +241,7 @@ func TestEarlyHintsStayInterimThroughRetries(t *testing.T) {
 // the final answer, neither on the miss nor on the later hit.
 func TestEarlyHintsStayInterimThroughTheCache(t *testing.T) {
 	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Link", "</style.css>; rel=preload")
-		w.Header().Set("X-Hint-Secret", "from-103")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
-		w.Header().Del("X-Hint-Secret")
+		testutil.EarlyHints(w)
 		w.Header().Set("Cache-Control", "max-age=60")
 		_, _ = io.WriteString(w, "final")
 	})

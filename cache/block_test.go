@@ -5,11 +5,11 @@ import (
 	"net/http"
 	"reflect"
 	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 	"github.com/dgraph-io/ristretto/v2"
 )
 
@@ -122,27 +122,20 @@ func TestBlocksAreNotScanned(t *testing.T) {
 		t.Skip("measures the heap; not under -short or -race")
 	}
 	const n = 20000
-	sample := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}, {Name: "/gc/heap/live:bytes"}}
-	read := func() (scan, live uint64) {
-		runtime.GC()
-		runtime.GC()
-		metrics.Read(sample)
-		return sample[0].Value.Uint64(), sample[1].Value.Uint64()
-	}
 	c := newTestCache(t, nil, Options{MaxSize: 256 << 20})
-	scan0, live0 := read()
+	h0 := testutil.ReadHeap()
 	for i := range n {
 		if c.store(blockEntry(i)) != storeAdmitted {
 			t.Fatal("refused")
 		}
 	}
-	scan1, live1 := read()
+	h1 := testutil.ReadHeap()
 	s := c.Stats()
 	if s.Entries != n {
 		t.Fatalf("%d entries stored, want %d", s.Entries, n)
 	}
-	scanPer := (float64(scan1) - float64(scan0)) / n
-	livePer := (float64(live1) - float64(live0)) / n
+	scanPer := (h1.Scan - h0.Scan) / n
+	livePer := (h1.Live - h0.Live) / n
 	accounted := float64(s.Bytes) / n
 	t.Logf("per entry: scannable heap %.0f B, live heap %.0f B, accounted %.0f B (%.2f×)", scanPer, livePer, accounted, livePer/accounted)
 	if scanPer > 400 {

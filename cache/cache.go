@@ -116,7 +116,8 @@ type Cache struct {
 	// hitStatus is the Cache-Status of a hit from each.
 	tiers     []tier
 	hitStatus []string
-	// local is tiers[0], for Inspect (what this instance holds); the request path uses tiers.
+	// local is tiers[0]: Inspect reads what this instance holds, and purgedSince its purge log;
+	// lookups and stores go through tiers.
 	local  *localTier
 	closed atomic.Bool
 	fl     flights
@@ -283,10 +284,7 @@ func (c *Cache) retention(e *Entry) time.Duration {
 // lookup key, whether a marker was found without its variant, and the index of the tier that had
 // the entry. A hit in the first tier does not allocate.
 func (c *Cache) lookup(buf []byte, r *http.Request, service, auth string, view *Entry, tiers []tier) (e *Entry, key []byte, varyMiss bool, from int) {
-	buf = appendBaseKey(buf[:0], r.Host, service, pathOf(r), c.keyQuery(service, r.URL.RawQuery))
-	baseLen := len(buf)
-	buf = appendAuthKey(buf, auth)
-	buf = c.appendKeyHeaders(buf, service, r.Header)
+	buf, baseLen := c.appendPrimaryKey(buf[:0], r, service, auth)
 	primary := len(buf)
 	q := query{service: service, key: buf, baseLen: baseLen}
 	var mk marks

@@ -126,6 +126,16 @@ func (c *Cache) keyQuery(service, raw string) string {
 	return raw
 }
 
+// appendPrimaryKey appends r's primary key under service's rules (base key: host, service, path and
+// key query; then the credential auth and the key header values) and returns it with the length of
+// its base part. Lookups and stores build their keys here alike.
+func (c *Cache) appendPrimaryKey(dst []byte, r *http.Request, service, auth string) ([]byte, int) {
+	dst = appendBaseKey(dst, r.Host, service, pathOf(r), c.keyQuery(service, r.URL.RawQuery))
+	baseLen := len(dst)
+	dst = appendAuthKey(dst, auth)
+	return c.appendKeyHeaders(dst, service, r.Header), baseLen
+}
+
 // appendKeyHeaders appends the header part of the primary key that service's rules ask for.
 func (c *Cache) appendKeyHeaders(dst []byte, service string, h http.Header) []byte {
 	if k := c.keys[service]; k != nil && len(k.Headers) > 0 {

@@ -154,7 +154,7 @@ func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutco
 // mark implements tier: the purge log's position now.
 func (l *localTier) mark() uint64 { return l.purges.seq.Load() }
 
-// removedSince implements tier.
+// removedSince reports whether a removal after mark covers e (put would refuse it).
 func (l *localTier) removedSince(e *Entry, since uint64) bool {
 	if l.mark() == since {
 		return false

@@ -79,9 +79,6 @@ func (t *redisTier) fetch(ctx context.Context, h http.Header, q query) found {
 // mark implements tier: the epoch, moved by every removal.
 func (t *redisTier) mark() uint64 { return t.epoch.Load() }
 
-// removedSince implements tier: any removal since mark may have covered e.
-func (t *redisTier) removedSince(_ *Entry, mark uint64) bool { return t.epoch.Load() != mark }
-
 // remove implements tier. It moves the epoch first (in purge, purgeTags and invalidate): the caller
 // removed from the tiers before this one already, so a put that did not see the removal there read
 // this tier's mark before the move, and its write is dropped or undone.

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // goneWriter is a client that hung up: every write fails.
@@ -436,11 +438,7 @@ func slicesContains(s []string, v string) bool {
 // the final answer nor on the stored one.
 func TestInterimHeadersDoNotLeak(t *testing.T) {
 	o := newOrigin(t, nil, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Link", "</style.css>; rel=preload")
-		w.Header().Set("X-Hint-Secret", "from-103")
-		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
-		w.Header().Del("X-Hint-Secret")
+		testutil.EarlyHints(w)
 		w.Header().Set("Cache-Control", "max-age=60")
 		_, _ = w.Write([]byte("final"))
 	})

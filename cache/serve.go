@@ -489,18 +489,17 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 
 // purgedSince reports whether a removal since the marks mk covers r's URL (any variant, any
 // credential) or a tag of its answer's header h: an answer to r fetched from before it would be
-// refused. The first tier decides: it sees every removal (the Redis tier applies other instances'
-// removals to it), and later tiers may only tell that something was removed.
+// refused. The local tier decides: its purge log sees every removal (the Redis tier applies other
+// instances' removals to it), while the Redis tier's mark only tells that something was removed.
 func (c *Cache) purgedSince(r *http.Request, service string, h http.Header, mk marks) bool {
-	first := c.tiers[0]
-	if first.mark() == mk[0] {
+	if c.local.mark() == mk[0] {
 		return false // the usual case, without building the probe
 	}
 	q := c.keyQuery(service, r.URL.RawQuery)
 	base := appendBaseKey(nil, r.Host, service, pathOf(r), q)
 	probe := Entry{Service: service, URL: keyURL(pathOf(r), q), Key: string(base), BaseLen: len(base),
 		tags: parseTags(h, c.tagHeaders())}
-	return first.removedSince(&probe, mk[0])
+	return c.local.removedSince(&probe, mk[0])
 }
 
 func isServerError(status int) bool {
@@ -574,10 +573,8 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, mk marks) (bool, Reason
 	if star {
 		return false, ReasonVaryStar
 	}
-	buf := appendBaseKey(nil, r.Host, e.Service, pathOf(r), c.keyQuery(e.Service, r.URL.RawQuery))
-	e.BaseLen = len(buf)
-	buf = appendAuthKey(buf, credential(r.Header))
-	buf = c.appendKeyHeaders(buf, e.Service, r.Header)
+	var buf []byte
+	buf, e.BaseLen = c.appendPrimaryKey(nil, r, e.Service, credential(r.Header))
 	var m *Entry
 	if len(vary) > 0 {
 		m = &Entry{Key: string(buf), BaseLen: e.BaseLen, Service: e.Service, URL: e.URL, Marker: true, Vary: vary}
@@ -587,13 +584,15 @@ func (c *Cache) storeResponse(r *http.Request, e *Entry, mk marks) (bool, Reason
 	}
 	e.Key = string(buf)
 	e.prepare(&c.opts)
-	res := c.tiers[0].put(m, e, c.retention(e), mk[0])
+	keep := c.retention(e)
+	res := c.tiers[0].put(m, e, keep, mk[0])
 	if res != storeOutdated {
+		keep -= e.age(c.now()) // later tiers keep it from now on
 		for i, t := range c.tiers[1:] {
 			if c.closed.Load() {
 				break
 			}
-			t.put(m, e, c.retention(e)-e.age(c.now()), mk[i+1])
+			t.put(m, e, keep, mk[i+1])
 		}
 	}
 	switch res {

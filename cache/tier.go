@@ -24,8 +24,6 @@ type tier interface {
 	put(m, e *Entry, ttl time.Duration, mark uint64) storeOutcome
 	// mark is the tier's position in its removals now (see put).
 	mark() uint64
-	// removedSince reports whether a removal after mark covers e (put would refuse it).
-	removedSince(e *Entry, mark uint64) bool
 	// remove applies a purge, a purge by tag or an invalidation (purgeEvent) and returns how many
 	// responses it removed. Answers in flight that it covers are not stored afterwards.
 	remove(ctx context.Context, ev purgeEvent) int

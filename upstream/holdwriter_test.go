@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // recorder1xx is an httptest.ResponseRecorder that also keeps the headers
@@ -20,17 +22,6 @@ func (r *recorder1xx) WriteHeader(code int) {
 		return
 	}
 	r.ResponseRecorder.WriteHeader(code)
-}
-
-// proxy1xx does what Caddy's reverse proxy does with an upstream's 103:
-// copy its headers into the writer's map, send it, remove them again.
-func proxy1xx(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Link", "</a.css>; rel=preload")
-	h.Set("X-Hint-Secret", "from-103")
-	w.WriteHeader(http.StatusEarlyHints)
-	h.Del("Link")
-	h.Del("X-Hint-Secret")
 }
 
 func TestHoldWriterEarlyHintsDoNotStayInTheAnswer(t *testing.T) {
@@ -50,7 +41,7 @@ func TestHoldWriterEarlyHintsDoNotStayInTheAnswer(t *testing.T) {
 			var hw *holdWriter
 			for _, status := range tc.attempts {
 				hw = &holdWriter{ResponseWriter: rec}
-				proxy1xx(hw)
+				testutil.EarlyHints(hw) // what Caddy's reverse proxy does with an upstream's 103
 				hw.Header().Set("Content-Type", "text/plain")
 				hw.WriteHeader(status)
 			}

@@ -1,9 +1,13 @@
 // Package testutil holds what the tests of every package share: the
 // goroutine-leak check of a package's tests, one way to wait for a state
-// change, and a fake clock. Only tests import it.
+// change, a fake clock, the heap figures memory tests read, and an upstream's
+// 103 Early Hints. Only tests import it.
 package testutil
 
 import (
+	"net/http"
+	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -67,4 +71,35 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+
+// Heap is the runtime's figures of the live heap, in bytes and objects.
+type Heap struct {
+	Live    float64 // live heap
+	Scan    float64 // the part of it the garbage collector scans (objects holding pointers)
+	Objects float64 // live objects
+}
+
+// ReadHeap collects garbage twice (the second cycle sweeps what the first
+// marked) and reads the live heap. Memory tests take the difference of two
+// readings; they skip under -race, which changes every figure.
+func ReadHeap() Heap {
+	runtime.GC()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/heap:bytes"}, {Name: "/gc/heap/objects:objects"}}
+	metrics.Read(s)
+	return Heap{Live: float64(s[0].Value.Uint64()), Scan: float64(s[1].Value.Uint64()), Objects: float64(s[2].Value.Uint64())}
+}
+
+// EarlyHints sends a 103 Early Hints answer as an upstream would, with a
+// Link field and X-Hint-Secret: from-103, and takes both out of w's header
+// again, so that neither belongs to the final answer: a proxy or cache that
+// lets them through to it leaks the interim answer's fields.
+func EarlyHints(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Link", "</style.css>; rel=preload")
+	h.Set("X-Hint-Secret", "from-103")
+	w.WriteHeader(http.StatusEarlyHints)
+	h.Del("Link")
+	h.Del("X-Hint-Secret")
 }
