@@ -1,7 +1,7 @@
 // Package gateway is an API gateway for Caddy: the `gateway` HTTP handler
 // routes /api/{service}/{path} to each service's upstreams through Caddy's
 // own reverse proxy, injects per-service tokens, caches answers (RFC 9111,
-// ristretto-backed), limits and queues load per service, and reports what
+// bounded in bytes), limits and queues load per service, and reports what
 // it does through Caddy's metrics registry and admin API.
 package gateway
 

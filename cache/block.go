@@ -199,7 +199,7 @@ func blockVary(b []byte) blockReader {
 }
 
 // matchesKey reports whether b is the block stored under key (a block found by key's hash may be
-// another key's, in ristretto's rare collisions).
+// another key's: the store keeps 64-bit hashes, not keys).
 func matchesKey(b, key []byte) bool { return bytes.Equal(blockKey(b), key) }
 
 // view makes e a view of block b: every field the policy reads, Header left nil (the header is

@@ -10,19 +10,11 @@ import (
 	"time"
 
 	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
-	"github.com/dgraph-io/ristretto/v2"
 )
 
-// The local tier's store holds byte blocks: a compile-time guard that its value type stays []byte
-// (a pointer-rich value type would not compile here), see TestBlocksAreNotScanned for the effect.
-var _ *ristretto.Cache[[]byte, []byte] = (*localTier)(nil).rsType()
-
-func (l *localTier) rsType() *ristretto.Cache[[]byte, []byte] {
-	if l == nil {
-		return nil
-	}
-	return l.rs
-}
+// The local tier's store holds byte blocks: a compile-time guard that its slots keep a []byte (a
+// pointer-rich value type would not compile here), see TestBlocksAreNotScanned for the effect.
+var _ []byte = storeSlot{}.b
 
 // blockEntry is a typical stored API answer: ~1 KiB of JSON, ten header fields, one Vary variant;
 // tags add tag fields.
@@ -115,7 +107,7 @@ func TestHitHeaderFromBlock(t *testing.T) {
 
 // TestBlocksAreNotScanned fills a cache with ~1 KiB answers and reads the runtime's own figures: the
 // heap the garbage collector must scan grows by a few hundred bytes per entry (the index and
-// ristretto's slots, not the entries: blocks hold no pointers), and the live heap per entry stays
+// the store's slots, not the entries: blocks hold no pointers), and the live heap per entry stays
 // within 1.2× what the entry is accounted for in max_size.
 func TestBlocksAreNotScanned(t *testing.T) {
 	if testing.Short() || raceEnabled {

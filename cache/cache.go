@@ -2,7 +2,7 @@
 // answers GET and HEAD from stored responses, streams misses to the client while recording them,
 // collapses concurrent misses into one upstream request, revalidates with conditional requests, serves
 // stale answers when allowed, and invalidates on unsafe methods. It uses plain net/http types only, so
-// it is testable without Caddy; entries live in a byte-bounded ristretto cache.
+// it is testable without Caddy; entries live in a byte-bounded store of blocks.
 package cache
 
 import (
@@ -95,7 +95,7 @@ type Stats struct {
 	Revalidated int64 `json:"revalidated"` // entries confirmed by 304
 	Coalesced   int64 `json:"coalesced"`   // requests that waited on a concurrent miss
 	Stores      int64 `json:"stores"`      // entries admitted into the store
-	Rejected    int64 `json:"rejected"`    // entries refused by the admission policy
+	Rejected    int64 `json:"rejected"`    // entries refused: larger than the store, or stored while closing
 	Evictions   int64 `json:"evictions"`   // entries evicted (space or expiry)
 	Purged      int64 `json:"purged"`      // entries removed by Purge or invalidation
 	// Reasons counts, by service and reason (see Reason), why requests were not answered from the
@@ -174,10 +174,7 @@ func New(opts Options) (*Cache, error) {
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
-	local, err := newLocalTier(opts.MaxSize)
-	if err != nil {
-		return nil, err
-	}
+	local := newLocalTier(opts.MaxSize)
 	c.local, c.tiers, c.hitStatus = local, []tier{local}, []string{"hit"}
 	if opts.Redis != nil {
 		shared, err := newRedisTier(*opts.Redis, c.log, c.tiers[:1:1])
@@ -261,7 +258,7 @@ type storeOutcome uint8
 
 const (
 	storeAdmitted storeOutcome = iota // in the store
-	storeRefused                      // refused by the admission policy (or the cache is closed)
+	storeRefused                      // the store could not take it (larger than the store, or closed)
 	storeOutdated                     // a purge or invalidation covering it came after its fetch began
 )
 

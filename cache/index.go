@@ -6,10 +6,10 @@ import (
 	"sync"
 )
 
-// index remembers which keys the local tier stores for each service and URL, because ristretto
-// cannot iterate its keys: Purge walks a service's URLs, invalidation after an unsafe method drops one
+// index remembers which keys the local tier stores for each service and URL, because the store
+// keeps hashes, not keys: Purge walks a service's URLs, invalidation after an unsafe method drops one
 // URL's entries (all variants and credentials), PurgeTags finds entries by tag. Entries enter before
-// they are offered to ristretto and leave on eviction, rejection, expiry, purge or replacement;
+// they are put in the store and leave on eviction, refusal, expiry, purge or replacement;
 // removal compares the block's store sequence number, so a late callback for a replaced entry cannot
 // drop its successor. It holds few pointers per entry (two strings and a slice), for the same reason
 // as the blocks (block.go).

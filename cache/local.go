@@ -2,84 +2,82 @@ package cache
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/dgraph-io/ristretto/v2"
 )
 
 // localTier is the cache's in-process tier: entries as pointer-free blocks (block.go) in a
-// byte-bounded ristretto cache, the index that finds them by service, URL and tag, and the purge log
-// that keeps an answer fetched before a purge from being stored after it.
+// byte-bounded store (store.go), the index that finds them by service, URL and tag, and the purge
+// log that keeps an answer fetched before a purge from being stored after it.
 type localTier struct {
-	rs     *ristretto.Cache[[]byte, []byte]
+	st     *store
 	idx    index
 	purges purgeLog
 	seq    atomic.Uint64 // store sequence numbers (blockSeq)
 
-	// mu orders stores against removals and close: stores (index add + ristretto Set + Wait) hold it
-	// shared, removals and close exclusively, so a purge never misses an entry half-way into the
-	// store and nothing touches ristretto after close. It is never held across network I/O.
+	// mu orders stores against removals and close: stores (index add + store put) hold it shared,
+	// removals and close exclusively, so a purge never misses an entry half-way into the store and
+	// nothing is stored after close. It is never held across network I/O.
 	mu     sync.RWMutex
 	closed atomic.Bool
+
+	sweepStop, sweepDone chan struct{}
 
 	stores, rejected, evictions, purged atomic.Int64
 }
 
-func newLocalTier(maxSize int64) (*localTier, error) {
-	l := &localTier{}
-	// ristretto wants ~10 counters per expected entry; assume 2 KiB entries on average.
-	counters := min(max(maxSize/2048*10, 10_000), 20_000_000)
-	rs, err := ristretto.NewCache(&ristretto.Config[[]byte, []byte]{
-		NumCounters: counters,
-		MaxCost:     maxSize,
-		BufferItems: 64,
-		// Our cost already is the entry's real size including a per-entry overhead (entryOverhead)
-		// that covers ristretto's own item; adding its internal cost would count that twice.
-		IgnoreInternalCost: true,
-		OnEvict: func(it *ristretto.Item[[]byte]) {
-			if l.unindex(it.Value) {
-				l.evictions.Add(1)
-			}
-		},
-		OnReject: func(it *ristretto.Item[[]byte]) {
-			if l.unindex(it.Value) {
-				l.rejected.Add(1)
-			}
-		},
+// sweepInterval is how often expired entries leave the store and the index.
+const sweepInterval = 5 * time.Second
+
+func newLocalTier(maxSize int64) *localTier {
+	l := &localTier{sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}
+	l.st = newStore(maxSize, func(b []byte) {
+		if l.unindex(b) {
+			l.evictions.Add(1)
+		}
 	})
-	if err != nil {
-		return nil, fmt.Errorf("cache: creating store: %w", err)
-	}
-	l.rs = rs
-	return l, nil
+	go l.sweepLoop()
+	return l
 }
 
-// unindex drops a block that left ristretto from the index, unless it was replaced since.
-func (l *localTier) unindex(b []byte) bool {
-	if b == nil {
-		return false
+// sweepLoop removes expired entries every sweepInterval until close.
+func (l *localTier) sweepLoop() {
+	defer close(l.sweepDone)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.sweepStop:
+			return
+		case now := <-t.C:
+			l.st.sweep(now)
+		}
 	}
+}
+
+// unindex drops a block that left the store from the index, unless it was replaced since.
+func (l *localTier) unindex(b []byte) bool {
 	service, key, baseLen := blockRef(b)
 	return l.idx.remove(service, key, baseLen, blockSeq(b))
 }
 
-// close implements tier: it drops every entry and stops ristretto's goroutines; it is idempotent.
+// close implements tier: it drops every entry and stops the sweeper; it is idempotent.
 func (l *localTier) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.closed.Swap(true) {
-		l.rs.Close()
+		close(l.sweepStop)
+		<-l.sweepDone
+		l.st.close()
 	}
 }
 
 // get implements tier. It does not allocate.
 func (l *localTier) get(_ context.Context, h http.Header, q query, view *Entry) found {
 	buf := q.key
-	b, ok := l.rs.Get(buf)
+	b, ok := l.st.get(buf)
 	if q.varyMiss {
 		if !ok || blockIsMarker(b) || !matchesKey(b, buf) {
 			return found{key: buf, varyMiss: true}
@@ -94,7 +92,7 @@ func (l *localTier) get(_ context.Context, h http.Header, q query, view *Entry) 
 			for range vr.uvarint() {
 				buf = appendHeaderValue(buf, vr.string(), h)
 			}
-			b, ok = l.rs.Get(buf)
+			b, ok = l.st.get(buf)
 			if !ok || blockIsMarker(b) || !matchesKey(b, buf) {
 				return found{key: buf, varyMiss: true}
 			}
@@ -118,10 +116,9 @@ func (l *localTier) put(m, e *Entry, ttl time.Duration, mark uint64) storeOutcom
 }
 
 // putOne stores e (prepared, keyed) for ttl (0: until replaced or evicted), fetched by an exchange
-// that began at purge-log position since. It waits for ristretto to apply the write (Wait) so the very next lookup sees it: a store
-// happens once per upstream exchange, which already cost a round trip, while a pending-writes map
-// would cost a lock on every hit. The purge log is checked under mu: a removal either came before
-// (logged, the entry is refused) or comes after (it finds the entry indexed).
+// that began at purge-log position since; the next lookup sees it. The purge log is checked under
+// mu: a removal either came before (logged, the entry is refused) or comes after (it finds the
+// entry indexed).
 func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutcome {
 	seq := l.seq.Add(1)
 	b := encodeBlock(e, seq)
@@ -136,12 +133,11 @@ func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutco
 		return storeOutdated
 	}
 	l.idx.add(e.Service, e.URL, e.BaseLen, keyRef{key: key, seq: seq, marker: e.Marker, tags: e.tags})
-	if !l.rs.SetWithTTL(blockKey(b), b, e.cost, ttl) {
+	if !l.st.put(b, e.cost, ttl) {
 		l.idx.remove(e.Service, key, e.BaseLen, seq)
 		l.rejected.Add(1)
 		return storeRefused
 	}
-	l.rs.Wait()
 	if !l.idx.contains(e.Service, key, e.BaseLen, seq) {
 		return storeRefused
 	}
@@ -183,9 +179,7 @@ func (l *localTier) remove(_ context.Context, ev purgeEvent) int {
 	}
 	n := 0
 	for _, ref := range refs {
-		if !l.closed.Load() {
-			l.rs.Del([]byte(ref.key))
-		}
+		l.st.del([]byte(ref.key))
 		if !ref.marker {
 			n++
 		}
@@ -198,7 +192,7 @@ func (l *localTier) remove(_ context.Context, ev purgeEvent) int {
 // tags. For the admin API.
 func (l *localTier) find(service, url string) (views []Entry, tags [][]string) {
 	for _, ref := range l.idx.find(service, url) {
-		b, ok := l.rs.Get([]byte(ref.key))
+		b, ok := l.st.get([]byte(ref.key))
 		if !ok || blockSeq(b) != ref.seq {
 			continue
 		}
@@ -214,9 +208,7 @@ func (l *localTier) find(service, url string) (views []Entry, tags [][]string) {
 // stats implements tier.
 func (l *localTier) stats(s *Stats) {
 	s.Entries = l.idx.len()
-	if !l.closed.Load() {
-		s.Bytes = l.rs.MaxCost() - l.rs.RemainingCost()
-	}
+	s.Bytes = l.st.used.Load()
 	s.Stores = l.stores.Load()
 	s.Rejected = l.rejected.Load()
 	s.Evictions = l.evictions.Load()

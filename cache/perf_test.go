@@ -21,7 +21,7 @@ func memFetch(size int) Fetch {
 }
 
 // TestMemoryBounded fills ten times MaxSize and checks the live heap stays within MaxSize plus a small
-// fixed overhead (ristretto's counters, the pools).
+// fixed overhead (the explained-miss ring, the pools).
 func TestMemoryBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills 80 MiB")

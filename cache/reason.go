@@ -28,7 +28,7 @@ const (
 	ReasonTrailer        // the answer announces trailers
 	ReasonMethod         // not a GET
 	ReasonPurged         // a purge or invalidation covering it came while it was fetched
-	ReasonRefused        // the store's admission policy refused it
+	ReasonRefused        // the store could not take it (larger than the store, or closing)
 	ReasonIncomplete     // the answer broke off, or its client left before it was complete
 	// The request was not answered from the cache.
 	ReasonRequestNoCache // request no-cache, max-age or min-fresh sent a fresh entry upstream

@@ -18,7 +18,7 @@ import (
 // Client: github.com/redis/go-redis/v9 rather than rueidis. It was already a dependency; its
 // per-command context deadlines (ContextTimeoutEnabled), PoolTimeout and MaxRetries=-1 give the hard
 // per-request bound this tier needs; and rueidis' main advantage, server-assisted client-side caching
-// (CLIENT TRACKING), does not fit: our local tier is ristretto with its own byte bound, purge index
+// (CLIENT TRACKING), does not fit: our local tier is a store of its own with a byte bound, purge index
 // and per-entry freshness, and purges are by service and path *prefix*, which key-level tracking
 // invalidations cannot express (BCAST prefixes would, but would push every write of every instance
 // to every instance). A single pub/sub channel carrying "purge service/prefix" and "invalidate base
