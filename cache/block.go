@@ -180,13 +180,17 @@ func blockIsMarker(b []byte) bool { return b[offFlags]&blockMarker != 0 }
 // blockSeq is the store sequence number of a block.
 func blockSeq(b []byte) uint64 { return binary.LittleEndian.Uint64(b[offSeq:]) }
 
-// blockRef returns what the index knows a block by: service, key (sharing the block's memory) and
-// the length of the key's base part.
-func blockRef(b []byte) (service, key string, baseLen int) {
+// blockURL is the URL (Entry.URL) of a block, sharing its memory.
+func blockURL(b []byte) string {
 	r := blockReader{b: b[blockFixed:]}
-	key = r.string()
-	service = r.string()
-	return service, key, int(binary.LittleEndian.Uint32(b[offBaseLen:]))
+	r.bytes() // key
+	r.bytes() // service
+	return r.string()
+}
+
+// blockBase is the base part of a block's key (no copy).
+func blockBase(b []byte) []byte {
+	return blockKey(b)[:binary.LittleEndian.Uint32(b[offBaseLen:])]
 }
 
 // blockVary returns the Vary section of a marker's block: a count, then the names.

@@ -106,9 +106,10 @@ func TestHitHeaderFromBlock(t *testing.T) {
 }
 
 // TestBlocksAreNotScanned fills a cache with ~1 KiB answers and reads the runtime's own figures: the
-// heap the garbage collector must scan grows by a few hundred bytes per entry (the index and
-// the store's slots, not the entries: blocks hold no pointers), and the live heap per entry stays
-// within 1.2× what the entry is accounted for in max_size.
+// heap the garbage collector must scan grows by about a hundred bytes per entry (the store's slot;
+// blocks and the index's records hold no pointers: 1,678 bytes before blocks, 258 with blocks but
+// a pointer-rich index), and the live heap per entry stays within 1.2× what the entry is accounted
+// for in max_size.
 func TestBlocksAreNotScanned(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("measures the heap; not under -short or -race")
@@ -130,8 +131,8 @@ func TestBlocksAreNotScanned(t *testing.T) {
 	livePer := (h1.Live - h0.Live) / n
 	accounted := float64(s.Bytes) / n
 	t.Logf("per entry: scannable heap %.0f B, live heap %.0f B, accounted %.0f B (%.2f×)", scanPer, livePer, accounted, livePer/accounted)
-	if scanPer > 400 {
-		t.Errorf("the GC scans %.0f bytes per stored entry; blocks must hold no pointers", scanPer)
+	if scanPer > 160 {
+		t.Errorf("the GC scans %.0f bytes per stored entry; blocks and index records must hold no pointers", scanPer)
 	}
 	if livePer > 1.2*accounted {
 		t.Errorf("live heap %.0f B per entry, over 1.2× its accounted %.0f B", livePer, accounted)

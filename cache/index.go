@@ -1,119 +1,156 @@
 package cache
 
 import (
-	"slices"
-	"strings"
 	"sync"
 )
 
 // index remembers which keys the local tier stores for each service and URL, because the store
 // keeps hashes, not keys: Purge walks a service's URLs, invalidation after an unsafe method drops one
 // URL's entries (all variants and credentials), PurgeTags finds entries by tag. Entries enter before
-// they are put in the store and leave on eviction, refusal, expiry, purge or replacement;
-// removal compares the block's store sequence number, so a late callback for a replaced entry cannot
-// drop its successor. It holds few pointers per entry (two strings and a slice), for the same reason
-// as the blocks (block.go).
+// they are put in the store and leave on eviction, refusal, expiry, purge or replacement; removal
+// compares the block's store sequence number, so a late callback for a replaced entry cannot drop
+// its successor.
+//
+// Like the blocks (block.go), it holds no pointer per entry, so the garbage collector has nothing
+// of it to scan: keys are known by the store's 64-bit hash of them, a URL by the hash of its base
+// key, and the keys stored under one base are chained through their records. What it needs of an
+// entry beyond that (its URL, its base key) it reads from the entry's block in the store (the
+// blocks argument). Only tagged entries cost a pointer: their tags.
 type index struct {
 	mu       sync.Mutex
-	services map[string]map[string]*baseRefs // service → base key → its keys
-	tags     map[string]map[string]tagRef    // tag → key → where the key is indexed
+	services map[string]*serviceIndex
+	byID     []*serviceIndex
+	keys     map[uint64]keyRecord           // key hash → the key's record
+	tags     map[string]map[uint64]struct{} // tag → the hashes of the keys carrying it
+	tagsOf   map[uint64][]string            // key hash → its tags (tagged keys only)
 	n        int
 }
 
-// baseRefs are the keys stored under one base key (a URL): usually one, more with Vary variants,
+// serviceIndex holds one service's URLs.
+type serviceIndex struct {
+	id    uint32
+	bases map[uint64]baseChain // base key hash → its keys
+}
+
+// baseChain is the keys stored under one base key (a URL): usually one, more with Vary variants,
 // credentials or key header values.
-type baseRefs struct {
-	url  string // upstream-relative path and query (Entry.URL)
-	refs []keyRef
-	one  [1]keyRef // refs' first backing array: one object per URL in the usual case
+type baseChain struct {
+	first uint64 // the first key's hash; the others follow through keyRecord.next
+	n     int32
 }
 
-// keyRef is one indexed key.
+// keyRecord is one indexed key.
+type keyRecord struct {
+	base    uint64 // its base key's hash
+	next    uint64 // the next key of the chain, when hasNext
+	seq     uint64 // the block's store sequence number
+	service uint32 // serviceIndex.id
+	hasNext bool
+	marker  bool
+}
+
+// keyRef is a key taken out of (or found in) the index.
 type keyRef struct {
-	key    string // shares its block's memory: it leaves the index with the block
-	seq    uint64 // the block's store sequence number
-	marker bool
-	tags   []string // nil without tags
+	hash, seq uint64
+	marker    bool
+	tags      []string // find only
 }
 
-// tagRef says where a tagged key is indexed.
-type tagRef struct {
-	service string
-	baseLen int
-}
+// blockSource gives the index the block stored under a key hash (nil when it is gone).
+type blockSource func(hash uint64) []byte
 
-// add indexes ref, stored for service under url; it replaces the key's previous ref.
-func (x *index) add(service, url string, baseLen int, ref keyRef) {
+// add indexes the key with hash kh, stored for service under the base key with hash bh; it replaces
+// the key's previous record.
+func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.services == nil {
-		x.services = make(map[string]map[string]*baseRefs)
+		x.services = make(map[string]*serviceIndex)
+		x.keys = make(map[uint64]keyRecord)
 	}
-	bases := x.services[service]
-	if bases == nil {
-		bases = make(map[string]*baseRefs)
-		x.services[service] = bases
+	sv := x.services[service]
+	if sv == nil {
+		sv = &serviceIndex{id: uint32(len(x.byID)), bases: make(map[uint64]baseChain)}
+		x.services[service] = sv
+		x.byID = append(x.byID, sv)
 	}
-	br := bases[ref.key[:baseLen]]
-	if br == nil {
-		// The map key is not the block's memory: the base outlives a replaced block. The URL
-		// shares the copy when the key ends with it (no query rules rewrote it).
-		base := strings.Clone(ref.key[:baseLen])
-		if strings.HasSuffix(base, url) {
-			url = base[len(base)-len(url):]
+	if old, ok := x.keys[kh]; ok {
+		// Replaced: its tags must not find (and purge) the new entry.
+		x.untag(kh)
+		if old.service == sv.id && old.base == bh {
+			old.seq, old.marker = seq, marker
+			x.keys[kh] = old
+			x.tag(kh, tags)
+			return
 		}
-		br = &baseRefs{url: url}
-		br.refs = br.one[:0]
-		bases[base] = br
+		x.unlink(kh, old) // another key with the same hash, under another URL
 	}
-	if i := br.find(ref.key); i >= 0 {
-		x.untag(service, br.refs[i]) // replaced: its tags must not find (and purge) the new entry
-		br.refs[i] = ref
+	ch := sv.bases[bh]
+	x.keys[kh] = keyRecord{base: bh, next: ch.first, hasNext: ch.n > 0, seq: seq, service: sv.id, marker: marker}
+	sv.bases[bh] = baseChain{first: kh, n: ch.n + 1}
+	x.n++
+	x.tag(kh, tags)
+}
+
+// unlink removes the key kh (record r) from its chain and the index; mu held, tags already gone.
+func (x *index) unlink(kh uint64, r keyRecord) {
+	sv := x.byID[r.service]
+	ch := sv.bases[r.base]
+	if ch.first == kh {
+		ch.first = r.next
 	} else {
-		br.refs = append(br.refs, ref)
-		if len(br.refs) > 1 {
-			// refs moved off the inline array: a ref left there would keep its block alive
-			br.one = [1]keyRef{}
-		}
-		x.n++
-	}
-	x.tag(service, baseLen, ref)
-}
-
-func (br *baseRefs) find(key string) int {
-	for i := range br.refs {
-		if br.refs[i].key == key {
-			return i
+		for prev := ch.first; ; {
+			p := x.keys[prev]
+			if p.next == kh {
+				p.next, p.hasNext = r.next, r.hasNext
+				x.keys[prev] = p
+				break
+			}
+			if !p.hasNext {
+				break // not chained (cannot happen): leave the chain as it is
+			}
+			prev = p.next
 		}
 	}
-	return -1
+	if ch.n--; ch.n == 0 {
+		delete(sv.bases, r.base)
+	} else {
+		sv.bases[r.base] = ch
+	}
+	delete(x.keys, kh)
+	x.n--
 }
 
-// tag adds ref under each of its tags; mu held.
-func (x *index) tag(service string, baseLen int, ref keyRef) {
-	if len(ref.tags) == 0 {
+// tag adds kh under each of its tags; mu held.
+func (x *index) tag(kh uint64, tags []string) {
+	if len(tags) == 0 {
 		return
 	}
 	if x.tags == nil {
-		x.tags = make(map[string]map[string]tagRef)
+		x.tags = make(map[string]map[uint64]struct{})
+		x.tagsOf = make(map[uint64][]string)
 	}
-	for _, t := range ref.tags {
+	x.tagsOf[kh] = tags
+	for _, t := range tags {
 		set := x.tags[t]
 		if set == nil {
-			set = make(map[string]tagRef, 1)
+			set = make(map[uint64]struct{}, 1)
 			x.tags[t] = set
 		}
-		set[ref.key] = tagRef{service: service, baseLen: baseLen}
+		set[kh] = struct{}{}
 	}
 }
 
-// untag removes ref from its tags; mu held.
-func (x *index) untag(service string, ref keyRef) {
-	for _, t := range ref.tags {
+// untag removes kh from its tags; mu held.
+func (x *index) untag(kh uint64) {
+	tags, ok := x.tagsOf[kh]
+	if !ok {
+		return
+	}
+	delete(x.tagsOf, kh)
+	for _, t := range tags {
 		if set := x.tags[t]; set != nil {
-			if tr, ok := set[ref.key]; ok && tr.service == service {
-				delete(set, ref.key)
-			}
+			delete(set, kh)
 			if len(set) == 0 {
 				delete(x.tags, t)
 			}
@@ -121,135 +158,154 @@ func (x *index) untag(service string, ref keyRef) {
 	}
 }
 
-// remove drops the key if the indexed ref is still the block with store sequence number seq; it
+// remove drops the key kh if its record is still the block with store sequence number seq; it
 // reports whether it was.
-func (x *index) remove(service, key string, baseLen int, seq uint64) bool {
+func (x *index) remove(kh, seq uint64) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	bases := x.services[service]
-	base := key[:baseLen]
-	br := bases[base]
-	if br == nil {
+	r, ok := x.keys[kh]
+	if !ok || r.seq != seq {
 		return false
 	}
-	i := br.find(key)
-	if i < 0 || br.refs[i].seq != seq {
-		return false
-	}
-	x.untag(service, br.refs[i])
-	x.drop(service, bases, base, br, i)
+	x.untag(kh)
+	x.unlink(kh, r)
 	return true
 }
 
-// drop removes ref i of br (indexed under base of service); mu held.
-func (x *index) drop(service string, bases map[string]*baseRefs, base string, br *baseRefs, i int) {
-	br.refs = slices.Delete(br.refs, i, i+1) // clears the tail: no ref keeps a dropped block
-	x.n--
-	if len(br.refs) == 0 {
-		delete(bases, base)
-		if len(bases) == 0 {
-			delete(x.services, service)
-		}
-	}
-}
-
-// contains reports whether the indexed ref for key is the block with store sequence number seq.
-func (x *index) contains(service, key string, baseLen int, seq uint64) bool {
+// contains reports whether the record for kh is the block with store sequence number seq.
+func (x *index) contains(kh, seq uint64) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	br := x.services[service][key[:baseLen]]
-	if br == nil {
-		return false
-	}
-	i := br.find(key)
-	return i >= 0 && br.refs[i].seq == seq
+	r, ok := x.keys[kh]
+	return ok && r.seq == seq
 }
 
-// take removes and returns the refs of service ("" = all services) whose URL is under prefix
-// (underPrefix: segment boundaries).
-func (x *index) take(service, prefix string) []keyRef {
+// chain calls fn for each key of a chain, in order; mu held. fn may not change the chain.
+func (x *index) chain(ch baseChain, fn func(kh uint64, r keyRecord)) {
+	kh := ch.first
+	for range ch.n {
+		r := x.keys[kh]
+		fn(kh, r)
+		if !r.hasNext {
+			return
+		}
+		kh = r.next
+	}
+}
+
+// takeChain removes every key of the chain under bh in sv and returns them; mu held.
+func (x *index) takeChain(sv *serviceIndex, bh uint64, out []keyRef) []keyRef {
+	ch := sv.bases[bh]
+	x.chain(ch, func(kh uint64, r keyRecord) {
+		out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
+		x.untag(kh)
+		delete(x.keys, kh)
+	})
+	x.n -= int(ch.n)
+	delete(sv.bases, bh)
+	return out
+}
+
+// chainURL is the URL (Entry.URL) of a chain's entries, read from the first block still stored.
+func (x *index) chainURL(ch baseChain, blocks blockSource) (url string, ok bool) {
+	x.chain(ch, func(kh uint64, _ keyRecord) {
+		if !ok {
+			if b := blocks(kh); b != nil {
+				url, ok = blockURL(b), true
+			}
+		}
+	})
+	return url, ok
+}
+
+// take removes and returns the keys of service ("" = all services) whose URL is under prefix
+// (underPrefix: segment boundaries). A URL none of whose blocks is still stored (all of them being
+// evicted right now) is left to its evictions.
+func (x *index) take(service, prefix string, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []keyRef
-	for svc, bases := range x.services {
-		if service != "" && svc != service {
+	for name, sv := range x.services {
+		if service != "" && name != service {
 			continue
 		}
-		for b, br := range bases {
-			if !underPrefix(br.url, prefix) {
-				continue
+		for bh, ch := range sv.bases {
+			if url, ok := x.chainURL(ch, blocks); ok && underPrefix(url, prefix) {
+				out = x.takeChain(sv, bh, out)
 			}
-			for _, ref := range br.refs {
-				x.untag(svc, ref)
-			}
-			out = append(out, br.refs...)
-			x.n -= len(br.refs)
-			delete(bases, b)
-		}
-		if len(bases) == 0 {
-			delete(x.services, svc)
 		}
 	}
 	return out
 }
 
-// takeBase removes and returns every ref stored under one base key (all variants, all credentials).
-func (x *index) takeBase(service, base string) []keyRef {
+// takeBase removes and returns every key stored under one base key (all variants, all
+// credentials), bh being its hash. Keys whose block shows another base (a hash collision) stay.
+func (x *index) takeBase(service string, base []byte, bh uint64, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	bases := x.services[service]
-	br := bases[base]
-	if br == nil {
+	sv := x.services[service]
+	if sv == nil {
 		return nil
 	}
-	for _, ref := range br.refs {
-		x.untag(service, ref)
+	ch, ok := sv.bases[bh]
+	if !ok {
+		return nil
 	}
-	x.n -= len(br.refs)
-	delete(bases, base)
-	if len(bases) == 0 {
-		delete(x.services, service)
+	var out []keyRef
+	x.chain(ch, func(kh uint64, r keyRecord) {
+		if b := blocks(kh); b == nil || string(blockBase(b)) == string(base) {
+			out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
+		}
+	})
+	for _, ref := range out {
+		x.untag(ref.hash)
+		x.unlink(ref.hash, x.keys[ref.hash])
 	}
-	return br.refs
+	return out
 }
 
-// takeTags removes and returns the refs of service ("" = all services) that carry one of tags.
+// takeTags removes and returns the keys of service ("" = all services) that carry one of tags.
 func (x *index) takeTags(service string, tags []string) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []keyRef
+	var id uint32
+	if service != "" {
+		sv := x.services[service]
+		if sv == nil {
+			return nil
+		}
+		id = sv.id
+	}
 	for _, t := range tags {
-		for key, tr := range x.tags[t] {
-			if service != "" && tr.service != service {
+		for kh := range x.tags[t] {
+			r := x.keys[kh]
+			if service != "" && r.service != id {
 				continue
 			}
-			bases := x.services[tr.service]
-			base := key[:tr.baseLen]
-			br := bases[base]
-			if br == nil {
-				continue
-			}
-			i := br.find(key)
-			if i < 0 {
-				continue
-			}
-			ref := br.refs[i]
-			out = append(out, ref)
-			x.untag(tr.service, ref)
-			x.drop(tr.service, bases, base, br, i)
+			out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
+			x.untag(kh)
+			x.unlink(kh, r)
 		}
 	}
 	return out
 }
 
-// find returns the refs (Vary markers included) of service whose URL is url.
-func (x *index) find(service, url string) []keyRef {
+// find returns the keys (Vary markers included) of service whose URL is url, with their tags. It
+// reads the URL of each of the service's chains: for the admin API, not for requests.
+func (x *index) find(service, url string, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	sv := x.services[service]
+	if sv == nil {
+		return nil
+	}
 	var out []keyRef
-	for _, br := range x.services[service] {
-		if br.url == url {
-			out = append(out, br.refs...)
+	for _, ch := range sv.bases {
+		if u, ok := x.chainURL(ch, blocks); ok && u == url {
+			x.chain(ch, func(kh uint64, r keyRecord) {
+				out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker, tags: x.tagsOf[kh]})
+			})
 		}
 	}
 	return out

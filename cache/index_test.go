@@ -1,28 +1,134 @@
 package cache
 
-import "testing"
+import (
+	"reflect"
+	"slices"
+	"testing"
+)
 
-// TestIndexKeepsNoDroppedRef: once a URL's refs outgrow the inline array, the copy left there is
-// cleared, so a removed key's block (which its key string points into) is not kept alive.
-func TestIndexKeepsNoDroppedRef(t *testing.T) {
-	var x index
-	base := "base"
-	a, b := base+"#a", base+"#b"
-	x.add("svc", "/u", len(base), keyRef{key: a, seq: 1})
-	x.add("svc", "/u", len(base), keyRef{key: b, seq: 2})
-	if !x.remove("svc", a, len(base), 1) {
-		t.Fatal("a not removed")
-	}
-	br := x.services["svc"][base]
-	if br.one[0].key != "" || br.one[0].tags != nil {
-		t.Fatalf("the inline array still holds %q after it was removed", br.one[0].key)
-	}
-	for _, r := range br.refs[:cap(br.refs)] {
-		if r.key == a {
-			t.Fatal("a removed ref is still in the refs' backing array")
+// TestIndexHoldsNoPointers: the index's per-entry records (and the maps holding them) carry no
+// pointer, so a full cache's index costs the garbage collector nothing to scan. A field that brings
+// one back fails here.
+func TestIndexHoldsNoPointers(t *testing.T) {
+	for _, typ := range []reflect.Type{reflect.TypeFor[keyRecord](), reflect.TypeFor[baseChain](), reflect.TypeFor[storeSlot]()} {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			switch f.Type.Kind() {
+			case reflect.Uint64, reflect.Uint32, reflect.Int32, reflect.Int64, reflect.Bool:
+			case reflect.Slice:
+				if typ == reflect.TypeFor[storeSlot]() && f.Name == "b" && f.Type.Elem().Kind() == reflect.Uint8 {
+					continue // the block itself: one pointer to pointer-free memory
+				}
+				t.Errorf("%s.%s is a %s: it holds a pointer", typ.Name(), f.Name, f.Type)
+			case reflect.Struct: // atomic.Bool
+				if f.Type.Size() > 4 {
+					t.Errorf("%s.%s is a %s", typ.Name(), f.Name, f.Type)
+				}
+			default:
+				t.Errorf("%s.%s is a %s: it may hold a pointer", typ.Name(), f.Name, f.Type)
+			}
 		}
 	}
-	if len(br.refs) != 1 || br.refs[0].key != b || !x.contains("svc", b, len(base), 2) {
-		t.Fatalf("refs %v, want b only", br.refs)
+}
+
+// indexFixture stores blocks for keys under bases in a real store, so the index reads URLs and base
+// keys from them as it does in the local tier.
+type indexFixture struct {
+	t   *testing.T
+	st  *store
+	x   index
+	seq uint64
+}
+
+// put indexes and stores a key: url's base, plus variant (the key's own part), with tags.
+func (f *indexFixture) put(service, url, variant string, tags ...string) (kh uint64, seq uint64) {
+	e := blockEntry(0)
+	e.Service, e.URL = service, url
+	base := appendBaseKey(nil, "example.com", service, url, "")
+	e.BaseLen = len(base)
+	e.Key = string(base) + variant
+	f.seq++
+	b := encodeBlock(e, f.seq)
+	kh, bh := f.st.hash(blockKey(b)), f.st.hash(base)
+	f.x.add(service, kh, bh, f.seq, false, tags)
+	if !f.st.put(kh, b, 1000, 0) {
+		f.t.Fatal("store refused")
+	}
+	return kh, f.seq
+}
+
+func (f *indexFixture) base(service, url string) ([]byte, uint64) {
+	b := appendBaseKey(nil, "example.com", service, url, "")
+	return b, f.st.hash(b)
+}
+
+func hashes(refs []keyRef) []uint64 {
+	out := make([]uint64, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, r.hash)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sorted(hs ...uint64) []uint64 { slices.Sort(hs); return hs }
+
+// TestIndexChains: the keys of one URL stay chained through removals from the middle, the head and
+// the tail; replacing a key keeps one record; each take removes exactly what it names.
+func TestIndexChains(t *testing.T) {
+	f := &indexFixture{t: t, st: newStore(1<<30, func([]byte) {})}
+	a1, _ := f.put("svc", "/a", "#1")
+	a2, s2 := f.put("svc", "/a", "#2")
+	a3, _ := f.put("svc", "/a", "#3")
+	a4, _ := f.put("svc", "/a", "#4")
+	b1, _ := f.put("svc", "/a/b", "#1")
+	o1, _ := f.put("other", "/a", "#1")
+	if f.x.len() != 6 {
+		t.Fatalf("len %d, want 6", f.x.len())
+	}
+	if !f.x.remove(a2, s2) || f.x.remove(a2, s2) || !f.x.contains(a3, 3) {
+		t.Fatal("remove from the middle of a chain")
+	}
+	if _, s4 := f.put("svc", "/a", "#4"); f.x.len() != 5 || !f.x.contains(a4, s4) || f.x.contains(a4, 4) {
+		t.Fatal("a replaced key is not one record with the new sequence number")
+	}
+	if f.x.remove(a1, 99) {
+		t.Fatal("removed with a stale sequence number")
+	}
+	base, bh := f.base("svc", "/a")
+	if got := hashes(f.x.takeBase("svc", base, bh, f.st.byHash)); !slices.Equal(got, sorted(a1, a3, a4)) {
+		t.Fatalf("takeBase took %v, want the three keys left of /a", got)
+	}
+	if f.x.len() != 2 || !f.x.contains(b1, 5) || !f.x.contains(o1, 6) {
+		t.Fatal("takeBase took more than its URL")
+	}
+	if got := f.x.find("other", "/a", f.st.byHash); len(got) != 1 || got[0].hash != o1 {
+		t.Fatalf("find: %v", got)
+	}
+	if got := hashes(f.x.take("svc", "/a", f.st.byHash)); !slices.Equal(got, []uint64{b1}) {
+		t.Fatalf("take /a of svc took %v, want /a/b's key only", got)
+	}
+	if f.x.len() != 1 || !f.x.contains(o1, 6) {
+		t.Fatal("take reached another service")
+	}
+}
+
+// TestIndexTags: a tag purge takes the keys carrying the tag in the service named, once each, and
+// a replaced key loses the tags of its predecessor.
+func TestIndexTags(t *testing.T) {
+	f := &indexFixture{t: t, st: newStore(1<<30, func([]byte) {})}
+	k1, _ := f.put("svc", "/1", "", "x", "y")
+	k2, _ := f.put("svc", "/2", "", "y")
+	k3, _ := f.put("other", "/3", "", "y")
+	f.put("svc", "/4", "", "x")
+	f.put("svc", "/4", "") // replaced without tags: x no longer finds it
+	if got := hashes(f.x.takeTags("svc", []string{"x", "y"})); !slices.Equal(got, sorted(k1, k2)) {
+		t.Fatalf("takeTags took %v, want /1 and /2", got)
+	}
+	if f.x.len() != 2 || !f.x.contains(k3, 3) {
+		t.Fatal("a tag purge of svc reached another service, or the untagged entry")
+	}
+	if got := hashes(f.x.takeTags("", []string{"y"})); !slices.Equal(got, []uint64{k3}) || len(f.x.tags) != 0 || len(f.x.tagsOf) != 0 {
+		t.Fatalf("takeTags of all services took %v; tags left %v", got, f.x.tags)
 	}
 }

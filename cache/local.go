@@ -59,8 +59,7 @@ func (l *localTier) sweepLoop() {
 
 // unindex drops a block that left the store from the index, unless it was replaced since.
 func (l *localTier) unindex(b []byte) bool {
-	service, key, baseLen := blockRef(b)
-	return l.idx.remove(service, key, baseLen, blockSeq(b))
+	return l.idx.remove(l.st.hash(blockKey(b)), blockSeq(b))
 }
 
 // close implements tier: it drops every entry and stops the sweeper; it is idempotent.
@@ -123,7 +122,8 @@ func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutco
 	seq := l.seq.Add(1)
 	b := encodeBlock(e, seq)
 	e.cost = blockCost(b, e.tags)
-	_, key, _ := blockRef(b)
+	key := blockKey(b)
+	kh, bh := l.st.hash(key), l.st.hash(key[:e.BaseLen])
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed.Load() {
@@ -132,13 +132,13 @@ func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutco
 	if l.purges.covers(e, since) {
 		return storeOutdated
 	}
-	l.idx.add(e.Service, e.URL, e.BaseLen, keyRef{key: key, seq: seq, marker: e.Marker, tags: e.tags})
-	if !l.st.put(b, e.cost, ttl) {
-		l.idx.remove(e.Service, key, e.BaseLen, seq)
+	l.idx.add(e.Service, kh, bh, seq, e.Marker, e.tags)
+	if !l.st.put(kh, b, e.cost, ttl) {
+		l.idx.remove(kh, seq)
 		l.rejected.Add(1)
 		return storeRefused
 	}
-	if !l.idx.contains(e.Service, key, e.BaseLen, seq) {
+	if !l.idx.contains(kh, seq) {
 		return storeRefused
 	}
 	if !e.Marker {
@@ -172,14 +172,14 @@ func (l *localTier) remove(_ context.Context, ev purgeEvent) int {
 		refs = l.idx.takeTags(ev.service, ev.tags)
 	case ev.refs != nil:
 		for _, ref := range ev.refs {
-			refs = append(refs, l.idx.takeBase(ev.service, string(ref.base))...)
+			refs = append(refs, l.idx.takeBase(ev.service, ref.base, l.st.hash(ref.base), l.st.byHash)...)
 		}
 	default:
-		refs = l.idx.take(ev.service, ev.prefix)
+		refs = l.idx.take(ev.service, ev.prefix, l.st.byHash)
 	}
 	n := 0
 	for _, ref := range refs {
-		l.st.del([]byte(ref.key))
+		l.st.del(ref.hash, ref.seq)
 		if !ref.marker {
 			n++
 		}
@@ -191,10 +191,13 @@ func (l *localTier) remove(_ context.Context, ev purgeEvent) int {
 // find returns views of the entries (Vary markers included) of service whose URL is url, with their
 // tags. For the admin API.
 func (l *localTier) find(service, url string) (views []Entry, tags [][]string) {
-	for _, ref := range l.idx.find(service, url) {
-		b, ok := l.st.get([]byte(ref.key))
-		if !ok || blockSeq(b) != ref.seq {
+	for _, ref := range l.idx.find(service, url, l.st.byHash) {
+		b := l.st.byHash(ref.hash)
+		if b == nil {
 			continue
+		}
+		if b, ok := l.st.get(blockKey(b)); !ok || blockSeq(b) != ref.seq {
+			continue // expired, or replaced meanwhile
 		}
 		var e Entry
 		e.view(b)

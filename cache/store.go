@@ -82,9 +82,9 @@ func (s *store) get(key []byte) ([]byte, bool) {
 	return b, matchesKey(b, key)
 }
 
-// put stores b under its key (blockKey) for ttl (0: until evicted or replaced), at cost. It
-// reports false when the entry cannot fit: larger than the store, or nothing left to evict.
-func (s *store) put(b []byte, cost int64, ttl time.Duration) bool {
+// put stores b under its key (blockKey), whose hash is h, for ttl (0: until evicted or replaced), at
+// cost. It reports false when the entry cannot fit: larger than the store, or nothing left to evict.
+func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 	if cost > s.max || s.closed.Load() {
 		return false
 	}
@@ -96,8 +96,6 @@ func (s *store) put(b []byte, cost int64, ttl time.Duration) bool {
 	if ttl > 0 {
 		expire = time.Now().Add(ttl).UnixNano()
 	}
-	key := blockKey(b)
-	h := s.hash(key)
 	sh := s.shard(h)
 	sh.mu.Lock()
 	var old []byte
@@ -111,7 +109,7 @@ func (s *store) put(b []byte, cost int64, ttl time.Duration) bool {
 		sh.add(h, b, cost, expire)
 	}
 	sh.mu.Unlock()
-	if old != nil && !matchesKey(old, key) {
+	if old != nil && !matchesKey(old, blockKey(b)) {
 		s.onEvict(old) // another key with the same hash
 	}
 	return true
@@ -189,12 +187,22 @@ func (s *store) evictOne(sh *storeShard, now int64) []byte {
 	return nil
 }
 
-// del removes the entry stored under key, if any.
-func (s *store) del(key []byte) {
-	h := s.hash(key)
+// byHash returns the block stored under the key hash h, expired or not (nil when there is none).
+func (s *store) byHash(h uint64) []byte {
+	sh := s.shard(h)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if i, ok := sh.slot[h]; ok {
+		return sh.slots[i].b
+	}
+	return nil
+}
+
+// del removes the block stored under the key hash h if its store sequence number is seq.
+func (s *store) del(h, seq uint64) {
 	sh := s.shard(h)
 	sh.mu.Lock()
-	if i, ok := sh.slot[h]; ok && matchesKey(sh.slots[i].b, key) {
+	if i, ok := sh.slot[h]; ok && blockSeq(sh.slots[i].b) == seq {
 		s.drop(sh, i)
 	}
 	sh.mu.Unlock()

@@ -15,6 +15,11 @@ func testBlocks(n int) [][]byte {
 	return bs
 }
 
+// putBlock puts b under its key.
+func putBlock(s *store, b []byte, cost int64, ttl time.Duration) bool {
+	return s.put(s.hash(blockKey(b)), b, cost, ttl)
+}
+
 // recordEvictions returns a store of maxCost and the slice its onEvict appends to.
 func recordEvictions(maxCost int64) (*store, *[][]byte) {
 	var mu sync.Mutex
@@ -34,7 +39,7 @@ func TestStoreBoundAndSecondChance(t *testing.T) {
 	const cost = 1000
 	s, gone := recordEvictions(10 * cost)
 	for _, b := range bs[:10] {
-		if !s.put(b, cost, 0) {
+		if !putBlock(s, b, cost, 0) {
 			t.Fatal("refused within the bound")
 		}
 	}
@@ -42,7 +47,7 @@ func TestStoreBoundAndSecondChance(t *testing.T) {
 		t.Fatalf("evicted %d, used %d before the bound was reached", len(*gone), s.used.Load())
 	}
 	// New entries count as seen: the first eviction clears every mark and removes one entry.
-	s.put(bs[10], cost, 0)
+	putBlock(s, bs[10], cost, 0)
 	if len(*gone) != 1 {
 		t.Fatalf("%d evictions for one put into a full store", len(*gone))
 	}
@@ -62,7 +67,7 @@ func TestStoreBoundAndSecondChance(t *testing.T) {
 		}
 	}
 	for k := range unread {
-		if !s.put(bs[11+k], cost, 0) {
+		if !putBlock(s, bs[11+k], cost, 0) {
 			t.Fatal("refused with entries to evict")
 		}
 		if s.used.Load() > s.max {
@@ -96,8 +101,8 @@ func TestStoreBoundAndSecondChance(t *testing.T) {
 func TestStoreRefusesWhatCannotFit(t *testing.T) {
 	bs := testBlocks(2)
 	s, gone := recordEvictions(1000)
-	s.put(bs[0], 600, 0)
-	if s.put(bs[1], 1001, 0) {
+	putBlock(s, bs[0], 600, 0)
+	if putBlock(s, bs[1], 1001, 0) {
 		t.Fatal("stored an entry larger than the store")
 	}
 	if _, ok := s.get(blockKey(bs[0])); !ok || len(*gone) != 0 || s.used.Load() != 600 {
@@ -106,19 +111,20 @@ func TestStoreRefusesWhatCannotFit(t *testing.T) {
 }
 
 // TestStoreReplaceAndDelete: a put of a stored key replaces its block and cost (no eviction
-// reported), del removes only the key it names.
+// reported), del removes only the block it names (key hash and sequence number).
 func TestStoreReplaceAndDelete(t *testing.T) {
 	bs := testBlocks(2)
 	s, gone := recordEvictions(10000)
-	s.put(bs[0], 500, 0)
+	putBlock(s, bs[0], 500, 0)
 	again := encodeBlock(blockEntry(0), 99)
-	s.put(again, 700, 0)
+	putBlock(s, again, 700, 0)
 	if b, ok := s.get(blockKey(bs[0])); !ok || blockSeq(b) != 99 || s.used.Load() != 700 || len(*gone) != 0 {
 		t.Fatalf("replace: seq %d, used %d, evictions %d", blockSeq(b), s.used.Load(), len(*gone))
 	}
-	s.put(bs[1], 300, 0)
-	s.del(blockKey(bs[0]))
-	s.del(blockKey(bs[0])) // twice: nothing more leaves
+	putBlock(s, bs[1], 300, 0)
+	s.del(s.hash(blockKey(bs[1])), 1) // a stale sequence number: bs[1] is 2
+	s.del(s.hash(blockKey(bs[0])), 99)
+	s.del(s.hash(blockKey(bs[0])), 99) // twice: nothing more leaves
 	if _, ok := s.get(blockKey(bs[0])); ok {
 		t.Fatal("deleted entry still found")
 	}
@@ -132,9 +138,9 @@ func TestStoreReplaceAndDelete(t *testing.T) {
 func TestStoreExpiry(t *testing.T) {
 	bs := testBlocks(3)
 	s, gone := recordEvictions(10000)
-	s.put(bs[0], 100, 0)
-	s.put(bs[1], 100, time.Hour)
-	s.put(bs[2], 100, time.Minute)
+	putBlock(s, bs[0], 100, 0)
+	putBlock(s, bs[1], 100, time.Hour)
+	putBlock(s, bs[2], 100, time.Minute)
 	// bs[2] expired a second ago (the store reads the real clock)
 	hash := s.hash(blockKey(bs[2]))
 	sh := s.shard(hash)
@@ -166,11 +172,11 @@ func TestStoreConcurrent(t *testing.T) {
 				b := bs[(i*7+g*13)%len(bs)]
 				switch i % 5 {
 				case 0:
-					s.del(blockKey(b))
+					s.del(s.hash(blockKey(b)), blockSeq(b))
 				case 1, 2:
 					s.get(blockKey(b))
 				default:
-					s.put(b, 1000, 0)
+					putBlock(s, b, 1000, 0)
 				}
 			}
 		})
