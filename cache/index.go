@@ -59,9 +59,10 @@ type keyRef struct {
 // blockSource gives the index the block stored under a key hash (nil when it is gone).
 type blockSource func(hash uint64) []byte
 
-// add indexes the key with hash kh, stored for service under the base key with hash bh; it replaces
-// the key's previous record.
-func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []string) {
+// add indexes the key with hash kh, stored for service under the base key with hash bh, unless the
+// index holds a newer record of it (a higher seq: two stores of one key ran side by side, and the
+// later one wins); it replaces an older record and returns its seq (prev, when replaced).
+func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []string) (prev uint64, replaced, added bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.services == nil {
@@ -75,13 +76,17 @@ func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []stri
 		x.byID = append(x.byID, sv)
 	}
 	if old, ok := x.keys[kh]; ok {
+		if old.seq > seq {
+			return 0, false, false
+		}
+		prev, replaced = old.seq, true
 		// Replaced: its tags must not find (and purge) the new entry.
 		x.untag(kh)
 		if old.service == sv.id && old.base == bh {
 			old.seq, old.marker = seq, marker
 			x.keys[kh] = old
 			x.tag(kh, tags)
-			return
+			return prev, true, true
 		}
 		x.unlink(kh, old) // another key with the same hash, under another URL
 	}
@@ -90,6 +95,7 @@ func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []stri
 	sv.bases[bh] = baseChain{first: kh, n: ch.n + 1}
 	x.n++
 	x.tag(kh, tags)
+	return prev, replaced, true
 }
 
 // unlink removes the key kh (record r) from its chain and the index; mu held, tags already gone.
@@ -193,34 +199,19 @@ func (x *index) chain(ch baseChain, fn func(kh uint64, r keyRecord)) {
 	}
 }
 
-// takeChain removes every key of the chain under bh in sv and returns them; mu held.
-func (x *index) takeChain(sv *serviceIndex, bh uint64, out []keyRef) []keyRef {
-	ch := sv.bases[bh]
+// takeChain removes every key of a chain and appends them to out; mu held.
+func (x *index) takeChain(ch baseChain, out []keyRef) []keyRef {
+	n := len(out)
 	x.chain(ch, func(kh uint64, r keyRecord) {
 		out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
-		x.untag(kh)
-		delete(x.keys, kh)
 	})
-	x.n -= int(ch.n)
-	delete(sv.bases, bh)
+	x.takeRefs(out[n:])
 	return out
 }
 
-// chainURL is the URL (Entry.URL) of a chain's entries, read from the first block still stored.
-func (x *index) chainURL(ch baseChain, blocks blockSource) (url string, ok bool) {
-	x.chain(ch, func(kh uint64, _ keyRecord) {
-		if !ok {
-			if b := blocks(kh); b != nil {
-				url, ok = blockURL(b), true
-			}
-		}
-	})
-	return url, ok
-}
-
 // take removes and returns the keys of service ("" = all services) whose URL is under prefix
-// (underPrefix: segment boundaries). A URL none of whose blocks is still stored (all of them being
-// evicted right now) is left to its evictions.
+// (underPrefix: segment boundaries), reading each key's URL from its block: a key whose block is
+// gone (being evicted right now) is left to its eviction.
 func (x *index) take(service, prefix string, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -229,13 +220,29 @@ func (x *index) take(service, prefix string, blocks blockSource) []keyRef {
 		if service != "" && name != service {
 			continue
 		}
-		for bh, ch := range sv.bases {
-			if url, ok := x.chainURL(ch, blocks); ok && underPrefix(url, prefix) {
-				out = x.takeChain(sv, bh, out)
+		for _, ch := range sv.bases {
+			if prefix == "" {
+				out = x.takeChain(ch, out)
+				continue
 			}
+			n := len(out)
+			x.chain(ch, func(kh uint64, r keyRecord) {
+				if b := blocks(kh); b != nil && underPrefix(blockURL(b), prefix) {
+					out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
+				}
+			})
+			x.takeRefs(out[n:])
 		}
 	}
 	return out
+}
+
+// takeRefs removes refs, found in the index, from it; mu held.
+func (x *index) takeRefs(refs []keyRef) {
+	for _, ref := range refs {
+		x.untag(ref.hash)
+		x.unlink(ref.hash, x.keys[ref.hash])
+	}
 }
 
 // takeBase removes and returns every key stored under one base key (all variants, all
@@ -257,10 +264,7 @@ func (x *index) takeBase(service string, base []byte, bh uint64, blocks blockSou
 			out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
 		}
 	})
-	for _, ref := range out {
-		x.untag(ref.hash)
-		x.unlink(ref.hash, x.keys[ref.hash])
-	}
+	x.takeRefs(out)
 	return out
 }
 
@@ -292,7 +296,7 @@ func (x *index) takeTags(service string, tags []string) []keyRef {
 }
 
 // find returns the keys (Vary markers included) of service whose URL is url, with their tags. It
-// reads the URL of each of the service's chains: for the admin API, not for requests.
+// reads the URL of each of the service's keys: for the admin API, not for requests.
 func (x *index) find(service, url string, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -302,13 +306,20 @@ func (x *index) find(service, url string, blocks blockSource) []keyRef {
 	}
 	var out []keyRef
 	for _, ch := range sv.bases {
-		if u, ok := x.chainURL(ch, blocks); ok && u == url {
-			x.chain(ch, func(kh uint64, r keyRecord) {
+		x.chain(ch, func(kh uint64, r keyRecord) {
+			if b := blocks(kh); b != nil && blockURL(b) == url {
 				out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker, tags: x.tagsOf[kh]})
-			})
-		}
+			}
+		})
 	}
 	return out
+}
+
+// clear forgets every key (the tier closed).
+func (x *index) clear() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.services, x.byID, x.keys, x.tags, x.tagsOf, x.n = nil, nil, nil, nil, nil, 0
 }
 
 func (x *index) len() int {

@@ -74,7 +74,8 @@ func hashes(refs []keyRef) []uint64 {
 func sorted(hs ...uint64) []uint64 { slices.Sort(hs); return hs }
 
 // TestIndexChains: the keys of one URL stay chained through removals from the middle, the head and
-// the tail; replacing a key keeps one record; each take removes exactly what it names.
+// the tail; replacing a key keeps one record, an older one never replaces a newer one; each take
+// removes exactly what it names.
 func TestIndexChains(t *testing.T) {
 	f := &indexFixture{t: t, st: newStore(1<<30, func([]byte) {})}
 	a1, _ := f.put("svc", "/a", "#1")
@@ -96,6 +97,9 @@ func TestIndexChains(t *testing.T) {
 		t.Fatal("removed with a stale sequence number")
 	}
 	base, bh := f.base("svc", "/a")
+	if _, _, added := f.x.add("svc", a4, bh, 4, false, nil); added || !f.x.contains(a4, 7) {
+		t.Fatal("an older record of a key replaced a newer one")
+	}
 	if got := hashes(f.x.takeBase("svc", base, bh, f.st.byHash)); !slices.Equal(got, sorted(a1, a3, a4)) {
 		t.Fatalf("takeBase took %v, want the three keys left of /a", got)
 	}

@@ -70,6 +70,7 @@ func (l *localTier) close() {
 		close(l.sweepStop)
 		<-l.sweepDone
 		l.st.close()
+		l.idx.clear()
 	}
 }
 
@@ -132,10 +133,17 @@ func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutco
 	if l.purges.covers(e, since) {
 		return storeOutdated
 	}
-	l.idx.add(e.Service, kh, bh, seq, e.Marker, e.tags)
+	prev, replaced, added := l.idx.add(e.Service, kh, bh, seq, e.Marker, e.tags)
+	if !added {
+		return storeRefused // a newer answer for this key is being stored
+	}
 	if !l.st.put(kh, b, e.cost, ttl) {
-		l.idx.remove(kh, seq)
-		l.rejected.Add(1)
+		if l.idx.remove(kh, seq) { // not replaced meanwhile: the store could not take it
+			if replaced {
+				l.st.del(kh, prev) // what it replaces is superseded: not left stored but unindexed
+			}
+			l.rejected.Add(1)
+		}
 		return storeRefused
 	}
 	if !l.idx.contains(kh, seq) {
@@ -192,11 +200,8 @@ func (l *localTier) remove(_ context.Context, ev purgeEvent) int {
 // tags. For the admin API.
 func (l *localTier) find(service, url string) (views []Entry, tags [][]string) {
 	for _, ref := range l.idx.find(service, url, l.st.byHash) {
-		b := l.st.byHash(ref.hash)
-		if b == nil {
-			continue
-		}
-		if b, ok := l.st.get(blockKey(b)); !ok || blockSeq(b) != ref.seq {
+		b, live := l.st.peek(ref.hash)
+		if !live || blockSeq(b) != ref.seq {
 			continue // expired, or replaced meanwhile
 		}
 		var e Entry

@@ -83,7 +83,8 @@ func (s *store) get(key []byte) ([]byte, bool) {
 }
 
 // put stores b under its key (blockKey), whose hash is h, for ttl (0: until evicted or replaced), at
-// cost. It reports false when the entry cannot fit: larger than the store, or nothing left to evict.
+// cost. It reports false when the entry cannot fit (larger than the store, or nothing left to
+// evict), or when the store holds a newer block of the key (a higher store sequence number).
 func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 	if cost > s.max || s.closed.Load() {
 		return false
@@ -101,6 +102,11 @@ func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 	var old []byte
 	if i, ok := sh.slot[h]; ok {
 		sl := &sh.slots[i]
+		if blockSeq(sl.b) > blockSeq(b) && matchesKey(sl.b, blockKey(b)) {
+			sh.mu.Unlock()
+			s.used.Add(-cost)
+			return false
+		}
 		old = sl.b
 		s.used.Add(-sl.cost)
 		sl.b, sl.cost, sl.expire = b, cost, expire
@@ -144,17 +150,19 @@ func (s *store) drop(sh *storeShard, i int32) []byte {
 // evict removes entries until the store is within its bound. The hand goes round all entries,
 // shard after shard and slot after slot: it removes the first entry not seen since it last passed
 // (or expired) and clears the mark of those it passes, so a seen entry outlives unseen ones
-// (CLOCK). It reports false when two rounds found nothing to remove: the store is empty.
+// (CLOCK). After a whole round without one (readers marked every entry again behind the hand), it
+// removes the next entry whatever its mark. It reports false when it found nothing to remove in
+// two more rounds: the store is empty (of entries that are not being put right now).
 func (s *store) evict() bool {
 	now := time.Now().UnixNano()
 	for ends := 0; s.used.Load() > s.max; {
-		if ends > 2*storeShards {
+		if ends > 3*storeShards {
 			return false
 		}
 		at := s.hand.Load()
 		sh := &s.shards[at%storeShards]
 		sh.mu.Lock()
-		b := s.evictOne(sh, now)
+		b := s.evictOne(sh, now, ends > storeShards)
 		sh.mu.Unlock()
 		if b == nil {
 			s.hand.CompareAndSwap(at, at+1) // the shard's end: on to the next one
@@ -167,9 +175,10 @@ func (s *store) evict() bool {
 	return true
 }
 
-// evictOne removes the shard's next entry from its hand on that is unseen or expired, clearing the
-// marks it passes; mu held. Nil when the hand reached the shard's end (it starts over next time).
-func (s *store) evictOne(sh *storeShard, now int64) []byte {
+// evictOne removes the shard's next entry from its hand on that is unseen or expired (any entry, when
+// force), clearing the marks it passes; mu held. Nil when the hand reached the shard's end (it starts
+// over next time).
+func (s *store) evictOne(sh *storeShard, now int64, force bool) []byte {
 	for sh.hand < len(sh.slots) {
 		i := sh.hand
 		sh.hand++
@@ -177,7 +186,7 @@ func (s *store) evictOne(sh *storeShard, now int64) []byte {
 		if sl.b == nil {
 			continue
 		}
-		if sl.seen.Load() && (sl.expire == 0 || now < sl.expire) {
+		if !force && sl.seen.Load() && (sl.expire == 0 || now < sl.expire) {
 			sl.seen.Store(false)
 			continue
 		}
@@ -187,15 +196,25 @@ func (s *store) evictOne(sh *storeShard, now int64) []byte {
 	return nil
 }
 
-// byHash returns the block stored under the key hash h, expired or not (nil when there is none).
+// byHash returns the block stored under the key hash h, expired or not (nil when there is none). It
+// does not count as a read for eviction.
 func (s *store) byHash(h uint64) []byte {
+	b, _ := s.peek(h)
+	return b
+}
+
+// peek returns the block stored under the key hash h and whether it is still unexpired, without
+// counting a read for eviction.
+func (s *store) peek(h uint64) (b []byte, live bool) {
 	sh := s.shard(h)
 	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	if i, ok := sh.slot[h]; ok {
-		return sh.slots[i].b
+	i, ok := sh.slot[h]
+	var expire int64
+	if ok {
+		b, expire = sh.slots[i].b, sh.slots[i].expire
 	}
-	return nil
+	sh.mu.RUnlock()
+	return b, b != nil && (expire == 0 || time.Now().UnixNano() < expire)
 }
 
 // del removes the block stored under the key hash h if its store sequence number is seq.

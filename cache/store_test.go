@@ -192,3 +192,51 @@ func TestStoreConcurrent(t *testing.T) {
 		t.Fatalf("used %d, slots hold %d, bound %d", used, sum, s.max)
 	}
 }
+
+// TestStoreEvictsUnderReads: readers that mark every entry again and again do not make a full store
+// refuse new entries (the hand takes an entry whatever its mark after a whole round without one).
+func TestStoreEvictsUnderReads(t *testing.T) {
+	bs := testBlocks(12)
+	s, _ := recordEvictions(8 * 1000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, b := range bs {
+					s.get(blockKey(b))
+				}
+			}
+		})
+	}
+	refused := 0
+	for i := range 1000 {
+		if !putBlock(s, bs[i%len(bs)], 1000, 0) {
+			refused++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if refused > 0 {
+		t.Fatalf("%d of 1000 puts refused by a full store whose entries are being read", refused)
+	}
+}
+
+// TestStoreKeepsTheNewerBlock: a put of a key the store holds a newer block of (a higher store
+// sequence number: two stores of one key ran side by side) is refused, and costs nothing.
+func TestStoreKeepsTheNewerBlock(t *testing.T) {
+	s, _ := recordEvictions(10000)
+	newer, older := encodeBlock(blockEntry(0), 2), encodeBlock(blockEntry(0), 1)
+	putBlock(s, newer, 500, 0)
+	if putBlock(s, older, 700, 0) {
+		t.Fatal("an older block replaced a newer one")
+	}
+	if b, ok := s.get(blockKey(newer)); !ok || blockSeq(b) != 2 || s.used.Load() != 500 {
+		t.Fatalf("store holds seq %d, used %d", blockSeq(b), s.used.Load())
+	}
+}
