@@ -25,8 +25,8 @@
 #      C and D are the same process (one site). E stands in for Caddy with
 #      github.com/caddyserver/cache-handler, which the module proxy does not serve here.
 #   4. Checks every endpoint answers 200 with the 1024-byte body (and that D/E/F are cache hits),
-#      fills the cache of C/D/I past its max_size with unique cacheable URLs (so every gateway
-#      scenario runs at a full cache's steady state; BENCH_PREFILL=0 skips it),
+#      fills the caches of C/D/I and of F past their max_size with unique cacheable URLs (so every
+#      gateway scenario runs at a full cache's steady state; BENCH_PREFILL=0 skips it),
 #      warms each up for 1 s, then drives them with wrk in interleaved rounds
 #      (A B C D E F, A B C D E F, ...) and prints the median RPS, p50/p99 latency and the server
 #      process's CPU microseconds per request of each, and the ratios D/A, C/B, H/B, I/B (RPS and
@@ -345,6 +345,9 @@ URL[J]="http://127.0.0.1:$P_J/api/bench/cacheable/item";  NAME[J]="gateway Redis
 URL[H]="http://127.0.0.1:$P_H/api/bench/item";           NAME[H]="gateway without a cache (no-store)"
 URL[I]="http://127.0.0.1:$P_GW/api/bench/cacheable/";    NAME[I]="gateway fill: a new cacheable URL each (fetch + store)"
 SCRIPT[I]=$RUN/fill.lua
+# not a scenario: fills F's cache (the prefill)
+URL[FILLF]="http://127.0.0.1:$P_F/api/bench/cacheable/"
+SCRIPT[FILLF]=$RUN/fill.lua
 
 # ---------------------------------------------------------------- sanity checks
 check() { # check CFG [header-regex-that-must-match-on-2nd-request]
@@ -391,19 +394,29 @@ cpu_ticks() {
 }
 TICK=$(getconf CLK_TCK)
 
-# Prefill: the gateway's cache (C, D, I) past its max_size, so that every gateway scenario runs
-# at a full cache's steady state (evictions, a full index), not on an empty one.
-if [ "${BENCH_PREFILL:-1}" = 1 ] && [[ " $CONFIGS " == *" C "* || " $CONFIGS " == *" D "* || " $CONFIGS " == *" I "* ]]; then
-	log "prefill: filling the gateway's cache past max_size"
+# Prefill: the gateways' caches (C, D, I share one; F has its own) past their max_size, so that
+# every gateway scenario runs at a full cache's steady state (evictions, a full index, the heap a
+# full cache makes), not on an empty one.
+prefill() { # prefill FILL-CFG ADMIN-PORT HIT-CFG
+	log "prefill: filling the cache of $3 past max_size"
+	local i stats bytes max
 	for ((i = 0; i < 60; i++)); do
-		run_wrk I 2s "$RAW/prefill.txt"
-		stats=$(curl -s "http://127.0.0.1:$ADM_GW/gateway/stats")
+		run_wrk "$1" 2s "$RAW/prefill-$3.txt"
+		stats=$(curl -s "http://127.0.0.1:$2/gateway/stats")
 		bytes=$(grep -o '"bytes":[0-9]*' <<<"$stats" | head -1 | cut -d: -f2)
 		max=$(grep -o '"max_bytes":[0-9]*' <<<"$stats" | head -1 | cut -d: -f2)
 		log "prefill: ${bytes:-?} of ${max:-?} bytes"
 		[ -n "$bytes" ] && [ -n "$max" ] && [ "$bytes" -ge $((max * 9 / 10)) ] && break
 	done
-	curl -s -o /dev/null "${URL[D]}" # D's entry may have been evicted: store it again
+	curl -s -o /dev/null "${URL[$3]}" # the hit's entry may have been evicted: store it again
+}
+if [ "${BENCH_PREFILL:-1}" = 1 ]; then
+	if [[ " $CONFIGS " == *" C "* || " $CONFIGS " == *" D "* || " $CONFIGS " == *" I "* ]]; then
+		prefill I "$ADM_GW" D
+	fi
+	if [[ " $CONFIGS " == *" F "* ]]; then
+		prefill FILLF "$ADM_F" F
+	fi
 fi
 
 declare -A RPS P50 P99 ERRS CPU
@@ -452,7 +465,7 @@ REPORT=$OUTDIR/report-$STAMP.md
 	echo "- pinning: $PIN"
 	echo "- upstream: bench/upstream, $BODY_LEN-byte JSON; /cacheable/* \`Cache-Control: public, max-age=3600\`, else \`no-store\`"
 	echo "- B (stock reverse_proxy) gets the gateway's idle pool (keepalive_idle_conns_per_host 128): stock's default keeps 32 and re-dials under load; the gateway's larger default is itself an advantage over stock that B does not show"
-	echo "- prefill: ${BENCH_PREFILL:-1} (1: the gateway's cache filled past max_size before the rounds); server CPU µs/req: user + system time of the server process over each run ÷ its requests"
+	echo "- prefill: ${BENCH_PREFILL:-1} (1: the caches of C/D/I and of F filled past max_size before the rounds); server CPU µs/req: user + system time of the server process over each run ÷ its requests"
 	echo "- E is nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') \`proxy_cache\` (1 worker per server CPU): github.com/caddyserver/cache-handler is not served by the module proxy here, so it stands in for \"Caddy with cache-handler\""
 	echo "- reproduce: \`BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION bench/run.sh\`"
 	echo
