@@ -77,13 +77,13 @@ func (l *localTier) close() {
 // get implements tier. It does not allocate.
 func (l *localTier) get(_ context.Context, h http.Header, q query, view *Entry) found {
 	buf := q.key
-	b, ok := l.st.get(buf)
+	b, ok := l.st.get(buf) // ok: b is buf's block
 	if q.varyMiss {
-		if !ok || blockIsMarker(b) || !matchesKey(b, buf) {
+		if !ok || blockIsMarker(b) {
 			return found{key: buf, varyMiss: true}
 		}
 	} else {
-		if !ok || !matchesKey(b, buf) {
+		if !ok {
 			return found{key: buf}
 		}
 		if blockIsMarker(b) {
@@ -93,7 +93,7 @@ func (l *localTier) get(_ context.Context, h http.Header, q query, view *Entry) 
 				buf = appendHeaderValue(buf, vr.string(), h)
 			}
 			b, ok = l.st.get(buf)
-			if !ok || blockIsMarker(b) || !matchesKey(b, buf) {
+			if !ok || blockIsMarker(b) {
 				return found{key: buf, varyMiss: true}
 			}
 		}

@@ -60,7 +60,8 @@ func (s *store) hash(key []byte) uint64 { return maphash.Bytes(s.seed, key) }
 
 func (s *store) shard(h uint64) *storeShard { return &s.shards[h%storeShards] }
 
-// get returns the block stored under key, unless it expired. It does not allocate.
+// get returns the block stored under key, unless it expired (ok is false for another key's block
+// under the same hash). It does not allocate.
 func (s *store) get(key []byte) ([]byte, bool) {
 	h := s.hash(key)
 	sh := s.shard(h)
