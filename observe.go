@@ -48,7 +48,8 @@ type route struct {
 	profiler *metrics.Profiler
 
 	lastQueued  int64
-	lastHealthy map[string]bool // gauge updater only
+	lastHealthy []int8 // gauge updater only: per target in EachTarget's order, 0 unknown, 1 up, 2 down
+	gauged      bool   // gauge updater only: it updated this route's gauges once
 }
 
 // latencySeries returns the profiler series of all the service's requests.
@@ -211,19 +212,26 @@ func (g *Gateway) startGauges(panicked func()) {
 		// only changes reach the gauges: with thousands of services a
 		// label lookup per target per tick is measurable idle CPU
 		for _, rt := range g.routes {
-			if q := rt.svc.PoolStats().Admission.Queued; q != rt.lastQueued || rt.lastHealthy == nil {
+			if q := rt.svc.PoolStats().Admission.Queued; q != rt.lastQueued || !rt.gauged {
 				rt.metrics.SetQueued(q)
 				rt.lastQueued = q
 			}
-			if rt.lastHealthy == nil {
-				rt.lastHealthy = make(map[string]bool)
-			}
+			i := 0
 			rt.svc.EachTarget(func(addr string, healthy bool) {
-				if prev, ok := rt.lastHealthy[addr]; !ok || prev != healthy {
-					rt.metrics.SetUpstreamHealthy(addr, healthy)
-					rt.lastHealthy[addr] = healthy
+				v := int8(2)
+				if healthy {
+					v = 1
 				}
+				if i == len(rt.lastHealthy) {
+					rt.lastHealthy = append(rt.lastHealthy, 0)
+				}
+				if rt.lastHealthy[i] != v {
+					rt.metrics.SetUpstreamHealthy(addr, healthy)
+					rt.lastHealthy[i] = v
+				}
+				i++
 			})
+			rt.gauged = true
 		}
 	}
 	go func() {

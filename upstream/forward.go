@@ -87,7 +87,7 @@ func (s *Service) Forward(w http.ResponseWriter, r *http.Request) error {
 					if s.OnRetry != nil {
 						s.OnRetry()
 					}
-					s.logger.Debug("retrying upstream request",
+					s.logger.Debug("retrying upstream request", zap.String("service", s.Name),
 						zap.Int("attempt", attempt+1), zap.Duration("backoff", delay), zap.Int("status", hw.status))
 					continue
 				}

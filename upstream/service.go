@@ -84,7 +84,9 @@ func New(ctx caddy.Context, scope string, cfg *Config, logger *zap.Logger) (*Ser
 		limiter:    lim.(sharedLimiter).Limiter,
 		limiterKey: limiterKey,
 		conns:      new(pool.ConnCounter),
-		logger:     logger.With(zap.String("service", cfg.Name)),
+		// Not logger.With: that encodes the field into a buffer of its own per service, ~1 KB and
+		// several objects each of 10,000 services would keep; the rare log lines add it themselves.
+		logger: logger,
 	}
 	provisioned := false
 	defer func() {
@@ -93,7 +95,7 @@ func New(ctx caddy.Context, scope string, cfg *Config, logger *zap.Logger) (*Ser
 		}
 	}()
 
-	cred, err := newCredential(cfg, s.logger)
+	cred, err := newCredential(cfg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("service %q: %w", cfg.Name, err)
 	}
@@ -194,11 +196,11 @@ func (s *Service) warmUp(ctx caddy.Context, upstreams []string) {
 		go func() {
 			defer func() {
 				if v := recover(); v != nil {
-					s.logger.Error("warm-up panicked", zap.Any("panic", v))
+					s.logger.Error("warm-up panicked", zap.String("service", s.Name), zap.Any("panic", v))
 				}
 			}()
 			if err := s.conns.WarmUp(ctx, client, strings.TrimSuffix(u, "/")+path, s.cfg.MinIdle); err != nil {
-				s.logger.Warn("opening warm connections failed", zap.Error(err))
+				s.logger.Warn("opening warm connections failed", zap.String("service", s.Name), zap.Error(err))
 			}
 		}()
 	}
@@ -297,6 +299,9 @@ func (s *Service) Credential() *auth.State {
 // token (placeholders resolved now), a file re-read when it changes, or an
 // OAuth2 client-credentials grant.
 func newCredential(cfg *Config, logger *zap.Logger) (auth.Source, error) {
+	if cfg.OAuth2 != nil || cfg.TokenFile != "" || cfg.Token != "" {
+		logger = logger.With(zap.String("service", cfg.Name))
+	}
 	switch {
 	case cfg.OAuth2 != nil:
 		o := cfg.OAuth2
