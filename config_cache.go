@@ -18,7 +18,8 @@ import (
 type CacheConfig struct {
 	// MaxSize bounds the bytes held by cached entries. Default 256 MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
-	// MaxItemSize: larger answers are streamed through, not stored. Default 1 MiB.
+	// MaxItemSize: larger answers are streamed through, not stored. Default 1 MiB, or MaxSize when
+	// that is smaller.
 	MaxItemSize int64 `json:"max_item_size,omitempty"`
 	// DefaultTTL is the freshness given to storable answers that carry no
 	// freshness information of their own. Default 0: such answers are not

@@ -142,7 +142,7 @@ func New(opts Options) (*Cache, error) {
 		opts.MaxSize = 256 << 20
 	}
 	if opts.MaxItemSize == 0 {
-		opts.MaxItemSize = 1 << 20
+		opts.MaxItemSize = min(1<<20, opts.MaxSize) // a small cache needs no max_item_size of its own
 	}
 	if opts.Name == "" {
 		opts.Name = "caddy-gateway"

@@ -268,7 +268,9 @@ func (x *index) takeBase(service string, base []byte, bh uint64, blocks blockSou
 	return out
 }
 
-// takeTags removes and returns the keys of service ("" = all services) that carry one of tags.
+// takeTags removes and returns the keys of service ("" = all services) that carry one of tags, and
+// the Vary markers of the URLs that are left without a stored answer (markers carry no tags; left
+// behind, the URL's next request would be labelled a vary-miss).
 func (x *index) takeTags(service string, tags []string) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -281,6 +283,11 @@ func (x *index) takeTags(service string, tags []string) []keyRef {
 		}
 		id = sv.id
 	}
+	type chainID struct {
+		service uint32
+		base    uint64
+	}
+	var touched []chainID
 	for _, t := range tags {
 		for kh := range x.tags[t] {
 			r := x.keys[kh]
@@ -290,6 +297,18 @@ func (x *index) takeTags(service string, tags []string) []keyRef {
 			out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
 			x.untag(kh)
 			x.unlink(kh, r)
+			touched = append(touched, chainID{r.service, r.base})
+		}
+	}
+	for _, c := range touched {
+		ch, ok := x.byID[c.service].bases[c.base]
+		if !ok {
+			continue
+		}
+		answers := false
+		x.chain(ch, func(_ uint64, r keyRecord) { answers = answers || !r.marker })
+		if !answers {
+			out = x.takeChain(ch, out)
 		}
 	}
 	return out

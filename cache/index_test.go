@@ -42,6 +42,11 @@ type indexFixture struct {
 
 // put indexes and stores a key: url's base, plus variant (the key's own part), with tags.
 func (f *indexFixture) put(service, url, variant string, tags ...string) (kh uint64, seq uint64) {
+	return f.putKey(service, url, variant, false, tags)
+}
+
+// putKey is put, for a Vary marker when marker is set.
+func (f *indexFixture) putKey(service, url, variant string, marker bool, tags []string) (kh uint64, seq uint64) {
 	e := blockEntry(0)
 	e.Service, e.URL = service, url
 	base := appendBaseKey(nil, "example.com", service, url, "")
@@ -50,7 +55,7 @@ func (f *indexFixture) put(service, url, variant string, tags ...string) (kh uin
 	f.seq++
 	b := encodeBlock(e, f.seq)
 	kh, bh := f.st.hash(blockKey(b)), f.st.hash(base)
-	f.x.add(service, kh, bh, f.seq, false, tags)
+	f.x.add(service, kh, bh, f.seq, marker, tags)
 	if !f.st.put(kh, b, 1000, 0) {
 		f.t.Fatal("store refused")
 	}
@@ -118,7 +123,8 @@ func TestIndexChains(t *testing.T) {
 }
 
 // TestIndexTags: a tag purge takes the keys carrying the tag in the service named, once each, and
-// a replaced key loses the tags of its predecessor.
+// the Vary marker of a URL it leaves without answers (not of one that keeps some); a replaced key
+// loses the tags of its predecessor.
 func TestIndexTags(t *testing.T) {
 	f := &indexFixture{t: t, st: newStore(1<<30, func([]byte) {})}
 	k1, _ := f.put("svc", "/1", "", "x", "y")
@@ -134,5 +140,18 @@ func TestIndexTags(t *testing.T) {
 	}
 	if got := hashes(f.x.takeTags("", []string{"y"})); !slices.Equal(got, []uint64{k3}) || len(f.x.tags) != 0 || len(f.x.tagsOf) != 0 {
 		t.Fatalf("takeTags of all services took %v; tags left %v", got, f.x.tags)
+	}
+
+	m1, _ := f.putKey("svc", "/v", "M", true, nil) // the marker and two variants, both tagged
+	v1, _ := f.put("svc", "/v", "V1", "z")
+	v2, _ := f.put("svc", "/v", "V2", "z")
+	m2, _ := f.putKey("svc", "/w", "M", true, nil) // one variant tagged, one not
+	w1, _ := f.put("svc", "/w", "V1", "z")
+	w2, _ := f.put("svc", "/w", "V2")
+	if got := hashes(f.x.takeTags("svc", []string{"z"})); !slices.Equal(got, sorted(m1, v1, v2, w1)) {
+		t.Fatalf("takeTags took %v, want /v's variants and marker and /w's tagged variant", got)
+	}
+	if !f.x.contains(m2, 9) || !f.x.contains(w2, 11) {
+		t.Fatal("took the marker of a URL that keeps an answer")
 	}
 }

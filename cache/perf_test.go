@@ -64,6 +64,18 @@ func TestMemoryBounded(t *testing.T) {
 	runtime.KeepAlive(c)
 }
 
+// TestSmallMaxSize: a cache smaller than the default max_item_size (1 MiB) needs no max_item_size
+// of its own: answers up to its size are stored; a larger max_item_size given is still an error.
+func TestSmallMaxSize(t *testing.T) {
+	c := newTestCache(t, nil, Options{MaxSize: 64 << 10})
+	if c.opts.MaxItemSize != 64<<10 {
+		t.Fatalf("max_item_size %d, want max_size", c.opts.MaxItemSize)
+	}
+	if _, err := New(Options{MaxSize: 64 << 10, MaxItemSize: 1 << 20}); err == nil {
+		t.Fatal("max_item_size above max_size accepted")
+	}
+}
+
 // BenchmarkFullCacheGC is a forced garbage collection with 130,000 stored ~1 KiB answers (~250 MiB),
 // reported per entry (ns/entry): what a full cache adds to each GC cycle's marking. It was ~310 ns
 // with ristretto and a pointer-rich index, ~100 ns now (the store's slots and marking the blocks).
