@@ -61,8 +61,8 @@ type blockSource func(hash uint64) []byte
 
 // add indexes the key with hash kh, stored for service under the base key with hash bh, unless the
 // index holds a newer record of it (a higher seq: two stores of one key ran side by side, and the
-// later one wins); it replaces an older record and returns its seq (prev, when replaced).
-func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []string) (prev uint64, replaced, added bool) {
+// later one wins); it replaces an older record. It reports whether it added the record.
+func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.services == nil {
@@ -77,16 +77,15 @@ func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []stri
 	}
 	if old, ok := x.keys[kh]; ok {
 		if old.seq > seq {
-			return 0, false, false
+			return false
 		}
-		prev, replaced = old.seq, true
 		// Replaced: its tags must not find (and purge) the new entry.
 		x.untag(kh)
 		if old.service == sv.id && old.base == bh {
 			old.seq, old.marker = seq, marker
 			x.keys[kh] = old
 			x.tag(kh, tags)
-			return prev, true, true
+			return true
 		}
 		x.unlink(kh, old) // another key with the same hash, under another URL
 	}
@@ -95,7 +94,7 @@ func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []stri
 	sv.bases[bh] = baseChain{first: kh, n: ch.n + 1}
 	x.n++
 	x.tag(kh, tags)
-	return prev, replaced, true
+	return true
 }
 
 // unlink removes the key kh (record r) from its chain and the index; mu held, tags already gone.

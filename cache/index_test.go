@@ -102,7 +102,7 @@ func TestIndexChains(t *testing.T) {
 		t.Fatal("removed with a stale sequence number")
 	}
 	base, bh := f.base("svc", "/a")
-	if _, _, added := f.x.add("svc", a4, bh, 4, false, nil); added || !f.x.contains(a4, 7) {
+	if f.x.add("svc", a4, bh, 4, false, nil) || !f.x.contains(a4, 7) {
 		t.Fatal("an older record of a key replaced a newer one")
 	}
 	if got := hashes(f.x.takeBase("svc", base, bh, f.st.byHash)); !slices.Equal(got, sorted(a1, a3, a4)) {

@@ -133,24 +133,33 @@ func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutco
 	if l.purges.covers(e, since) {
 		return storeOutdated
 	}
-	prev, replaced, added := l.idx.add(e.Service, kh, bh, seq, e.Marker, e.tags)
-	if !added {
+	if !l.idx.add(e.Service, kh, bh, seq, e.Marker, e.tags) {
 		return storeRefused // a newer answer for this key is being stored
 	}
-	if !l.st.put(kh, b, e.cost, ttl) {
-		if l.idx.remove(kh, seq) { // not replaced meanwhile: the store could not take it
-			if replaced {
-				l.st.del(kh, prev) // what it replaces is superseded: not left stored but unindexed
-			}
+	res := l.commit(kh, b, e.cost, ttl)
+	if res == storeAdmitted && !e.Marker {
+		l.stores.Add(1)
+	}
+	return res
+}
+
+// commit puts block b, indexed under key hash kh, in the store; mu held shared. Stores of one key
+// may run side by side (between their index add and their commit): the index and the store each
+// keep the newest block (the highest seq), and a store that finds its record gone removes what it
+// left in the store, so that no block stays stored without a record (served, and out of every
+// purge's reach).
+func (l *localTier) commit(kh uint64, b []byte, cost int64, ttl time.Duration) storeOutcome {
+	seq := blockSeq(b)
+	if !l.st.put(kh, b, cost, ttl) {
+		if l.idx.remove(kh, seq) { // still the newest: the store could not take it
+			l.st.delOlder(kh, seq) // what it was to replace is superseded
 			l.rejected.Add(1)
 		}
 		return storeRefused
 	}
-	if !l.idx.contains(kh, seq) {
+	if !l.idx.contains(kh, seq) { // evicted at once, or a newer store of the key came
+		l.st.del(kh, seq)
 		return storeRefused
-	}
-	if !e.Marker {
-		l.stores.Add(1)
 	}
 	return storeAdmitted
 }

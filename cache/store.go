@@ -85,7 +85,8 @@ func (s *store) get(key []byte) ([]byte, bool) {
 
 // put stores b under its key (blockKey), whose hash is h, for ttl (0: until evicted or replaced), at
 // cost. It reports false when the entry cannot fit (larger than the store, or nothing left to
-// evict), or when the store holds a newer block of the key (a higher store sequence number).
+// evict), or when the store holds a newer block under h (a higher store sequence number: stores of
+// one key ran side by side).
 func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 	if cost > s.max || s.closed.Load() {
 		return false
@@ -103,7 +104,7 @@ func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 	var old []byte
 	if i, ok := sh.slot[h]; ok {
 		sl := &sh.slots[i]
-		if blockSeq(sl.b) > blockSeq(b) && matchesKey(sl.b, blockKey(b)) {
+		if blockSeq(sl.b) > blockSeq(b) {
 			sh.mu.Unlock()
 			s.used.Add(-cost)
 			return false
@@ -223,6 +224,16 @@ func (s *store) del(h, seq uint64) {
 	sh := s.shard(h)
 	sh.mu.Lock()
 	if i, ok := sh.slot[h]; ok && blockSeq(sh.slots[i].b) == seq {
+		s.drop(sh, i)
+	}
+	sh.mu.Unlock()
+}
+
+// delOlder removes the block stored under the key hash h if its store sequence number is below seq.
+func (s *store) delOlder(h, seq uint64) {
+	sh := s.shard(h)
+	sh.mu.Lock()
+	if i, ok := sh.slot[h]; ok && blockSeq(sh.slots[i].b) < seq {
 		s.drop(sh, i)
 	}
 	sh.mu.Unlock()
