@@ -314,7 +314,9 @@ func (x *index) takeTags(service string, tags []string) []keyRef {
 }
 
 // find returns the keys (Vary markers included) of service whose URL is url, with their tags. It
-// reads the URL of each of the service's keys: for the admin API, not for requests.
+// reads the URL of the head of each of the service's chains, and of each key of a chain that
+// matches (the keys of a chain share their URL unless two base keys' hashes collide): for the
+// admin API, not for requests.
 func (x *index) find(service, url string, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -324,6 +326,9 @@ func (x *index) find(service, url string, blocks blockSource) []keyRef {
 	}
 	var out []keyRef
 	for _, ch := range sv.bases {
+		if b := blocks(ch.first); b != nil && blockURL(b) != url {
+			continue
+		}
 		x.chain(ch, func(kh uint64, r keyRecord) {
 			if b := blocks(kh); b != nil && blockURL(b) == url {
 				out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker, tags: x.tagsOf[kh]})

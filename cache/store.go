@@ -17,7 +17,8 @@ import (
 // What the garbage collector sees per entry is the block (pointer-free, not scanned) and one slot
 // in a shard's slot array; the maps from key hash to slot hold no pointers. Keys are not kept: the
 // block holds its key (blockKey), and get compares it, so two keys with one 64-bit hash cannot
-// answer for each other (a put of the second replaces the first, which leaves through onEvict).
+// answer for each other (the newer block of the two replaces the older, which leaves through
+// onEvict).
 type store struct {
 	seed   maphash.Seed
 	max    int64
@@ -30,8 +31,10 @@ type store struct {
 	shards  [storeShards]storeShard
 }
 
+// storeShards spreads hits and stores over that many locks and maps.
 const storeShards = 64
 
+// storeShard is one lock's share of the entries, and its part of the eviction hand's round.
 type storeShard struct {
 	mu    sync.RWMutex
 	slot  map[uint64]int32 // key hash → index in slots
@@ -40,6 +43,7 @@ type storeShard struct {
 	hand  int
 }
 
+// storeSlot is one entry: its block and what eviction and expiry need to know without reading it.
 type storeSlot struct {
 	b      []byte // nil: empty
 	hash   uint64
