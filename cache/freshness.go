@@ -34,18 +34,17 @@ var hopByHop = []string{
 }
 
 // storedHeader returns a copy of h fit for storage: no hop-by-hop fields (including those named by
-// Connection), no Age (the cache computes its own) and no Set-Cookie. Every value slice is clipped
-// (len == cap) so that a later append by a handler sharing it reallocates instead of writing into the
-// stored array.
+// Connection), no Age (the cache computes its own) and no Set-Cookie. The value slices are h's,
+// clipped (len == cap) so that a later append by a handler sharing them reallocates instead of
+// writing past them; the answer is complete when it is stored, and nothing rewrites its values in
+// place afterwards.
 func storedHeader(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	for k, vs := range h {
 		if len(vs) == 0 {
 			continue
 		}
-		c := make([]string, len(vs))
-		copy(c, vs)
-		out[k] = c
+		out[k] = vs[:len(vs):len(vs)]
 	}
 	for _, c := range h["Connection"] {
 		for _, f := range strings.Split(c, ",") {
