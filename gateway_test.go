@@ -301,14 +301,8 @@ func TestTokenReplacesClientAuthorizationForItsServiceOnly(t *testing.T) {
 func TestUpstreamFailuresAnswerJSON(t *testing.T) {
 	// a port nobody listens on
 	closed := freePort(t)
-	hang := make(chan struct{})
+	slow, hang := heldUpstream(t, "/")
 	t.Cleanup(func() { close(hang) })
-	slow := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-hang:
-		case <-r.Context().Done():
-		}
-	})
 	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
 		service down http://127.0.0.1:%d {
 			dial_timeout 1s
@@ -316,7 +310,7 @@ func TestUpstreamFailuresAnswerJSON(t *testing.T) {
 		service slow %s {
 			timeout 300ms
 		}
-	}`, closed, slow.URL))
+	}`, closed, slow))
 
 	start := time.Now()
 	resp, body := in.get("/api/down/x")

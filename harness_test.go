@@ -22,6 +22,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // The integration tests run a real Caddy in this process, loaded from a
@@ -248,30 +250,50 @@ func bigBody(n int) []byte {
 // Between reloads it lets at least 10 calls through the config just loaded.
 func reloadUnderLoad(in *instance, site func(int) string, send func()) int64 {
 	var done atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				send()
-				done.Add(1)
-			}
-		})
-	}
+	stop := testutil.Repeat(4, func() bool {
+		send()
+		done.Add(1)
+		return true
+	})
 	for i := range 20 {
 		in.load(site(i % 2))
 		for n := done.Load() + 10; done.Load() < n; {
 			runtime.Gosched()
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	return done.Load()
+}
+
+// heldUpstream is an upstream that holds each request whose path starts with hold until release is
+// closed (or the request ends), then echoes it.
+func heldUpstream(t *testing.T, hold string) (url string, release chan struct{}) {
+	release = make(chan struct{})
+	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, hold) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		echoHandler(w, r)
+	})
+	return up.URL, release
+}
+
+// getAsync sends a GET for path in the background; the channel gets its status (-1: no answer).
+func (in *instance) getAsync(path string) <-chan int {
+	status := make(chan int, 1)
+	go func() {
+		resp, err := in.client.Get(in.url(path))
+		if err != nil {
+			status <- -1
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	return status
 }
 
 // answered reports whether a request got a 200 answer, and reports the

@@ -35,35 +35,18 @@ func poolsOf(t *testing.T, in *instance, service string) (inFlight, queued int64
 }
 
 func TestAdmissionQueueShedsWith503AndRetryAfter(t *testing.T) {
-	release := make(chan struct{})
-	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		echoHandler(w, r)
-	})
+	up, release := heldUpstream(t, "/")
 	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
 		service users %s {
 			max_conns 1
 			max_pending 1
 			queue_timeout 10s
 		}
-	}`, up.URL))
+	}`, up))
 
-	results := make(chan int, 2)
-	send := func() {
-		resp, err := in.client.Get(in.url("/api/users/x"))
-		if err != nil {
-			results <- -1
-			return
-		}
-		resp.Body.Close()
-		results <- resp.StatusCode
-	}
-	go send()
+	first := in.getAsync("/api/users/x")
 	testutil.Eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
-	go send()
+	second := in.getAsync("/api/users/x")
 	testutil.Eventually(t, "one request queued", func() bool { _, q := poolsOf(t, in, "users"); return q == 1 })
 
 	start := time.Now()
@@ -81,8 +64,8 @@ func TestAdmissionQueueShedsWith503AndRetryAfter(t *testing.T) {
 		t.Errorf("body %s", body)
 	}
 	close(release)
-	for range 2 {
-		if code := <-results; code != 200 {
+	for _, status := range []<-chan int{first, second} {
+		if code := <-status; code != 200 {
 			t.Errorf("admitted request answered %d", code)
 		}
 	}
@@ -90,27 +73,16 @@ func TestAdmissionQueueShedsWith503AndRetryAfter(t *testing.T) {
 }
 
 func TestQueueTimeoutAnswers503(t *testing.T) {
-	release := make(chan struct{})
+	up, release := heldUpstream(t, "/")
 	t.Cleanup(func() { close(release) })
-	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
 	in := startCaddy(t, fmt.Sprintf(`gateway /api/* {
 		service users %s {
 			max_conns 1
 			max_pending 5
 			queue_timeout 50ms
 		}
-	}`, up.URL))
-	go func() {
-		resp, err := in.client.Get(in.url("/api/users/hold"))
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
+	}`, up))
+	in.getAsync("/api/users/hold")
 	testutil.Eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
 	resp, body := in.get("/api/users/x")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
@@ -122,32 +94,14 @@ func TestQueueTimeoutAnswers503(t *testing.T) {
 // The admission limiter survives a reload: a request in flight on the old
 // config still holds its slot, so the new config does not admit more.
 func TestAdmissionLimitSurvivesReload(t *testing.T) {
-	release := make(chan struct{})
-	up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hold" {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-		echoHandler(w, r)
-	})
+	up, release := heldUpstream(t, "/hold")
 	block := fmt.Sprintf(`gateway /api/* {
 		service users %s {
 			max_conns 1
 		}
-	}`, up.URL)
+	}`, up)
 	in := startCaddy(t, block)
-	held := make(chan int, 1)
-	go func() {
-		resp, err := in.client.Get(in.url("/api/users/hold"))
-		if err != nil {
-			held <- -1
-			return
-		}
-		resp.Body.Close()
-		held <- resp.StatusCode
-	}()
+	held := in.getAsync("/api/users/hold")
 	testutil.Eventually(t, "one request in flight", func() bool { f, _ := poolsOf(t, in, "users"); return f == 1 })
 	in.load(block)
 	if f, _ := poolsOf(t, in, "users"); f != 1 {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -216,27 +215,16 @@ func TestFileRealTimeRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if tok, err := s.Token(context.Background()); err != nil || tok != "before" && tok != "after" {
-					t.Errorf("token %q, %v", tok, err)
-					return
-				}
-			}
-		})
-	}
+	stop := testutil.Repeat(8, func() bool {
+		if tok, err := s.Token(context.Background()); err != nil || tok != "before" && tok != "after" {
+			t.Errorf("token %q, %v", tok, err)
+			return false
+		}
+		return true
+	})
 	replaceFile(t, path, "after\n")
 	testutil.Eventually(t, "the rotated token", func() bool { return mustToken(t, s) == "after" })
-	close(stop)
-	wg.Wait()
+	stop()
 }
 
 func TestStatic(t *testing.T) {

@@ -198,13 +198,19 @@ func (x *index) chain(ch baseChain, fn func(kh uint64, r keyRecord)) {
 	}
 }
 
-// takeChain removes every key of a chain and appends them to out; mu held.
-func (x *index) takeChain(ch baseChain, out []keyRef) []keyRef {
+// takeFrom removes the keys of a chain that match (nil: all of them) from the index and appends
+// them to out; mu held. Every take goes through here.
+func (x *index) takeFrom(ch baseChain, match func(kh uint64) bool, out []keyRef) []keyRef {
 	n := len(out)
 	x.chain(ch, func(kh uint64, r keyRecord) {
-		out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
+		if match == nil || match(kh) {
+			out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
+		}
 	})
-	x.takeRefs(out[n:])
+	for _, ref := range out[n:] {
+		x.untag(ref.hash)
+		x.unlink(ref.hash, x.keys[ref.hash])
+	}
 	return out
 }
 
@@ -214,34 +220,23 @@ func (x *index) takeChain(ch baseChain, out []keyRef) []keyRef {
 func (x *index) take(service, prefix string, blocks blockSource) []keyRef {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	var under func(kh uint64) bool // nil: everything is under ""
+	if prefix != "" {
+		under = func(kh uint64) bool {
+			b := blocks(kh)
+			return b != nil && underPrefix(blockURL(b), prefix)
+		}
+	}
 	var out []keyRef
 	for name, sv := range x.services {
 		if service != "" && name != service {
 			continue
 		}
 		for _, ch := range sv.bases {
-			if prefix == "" {
-				out = x.takeChain(ch, out)
-				continue
-			}
-			n := len(out)
-			x.chain(ch, func(kh uint64, r keyRecord) {
-				if b := blocks(kh); b != nil && underPrefix(blockURL(b), prefix) {
-					out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
-				}
-			})
-			x.takeRefs(out[n:])
+			out = x.takeFrom(ch, under, out)
 		}
 	}
 	return out
-}
-
-// takeRefs removes refs, found in the index, from it; mu held.
-func (x *index) takeRefs(refs []keyRef) {
-	for _, ref := range refs {
-		x.untag(ref.hash)
-		x.unlink(ref.hash, x.keys[ref.hash])
-	}
 }
 
 // takeBase removes and returns every key stored under one base key (all variants, all
@@ -257,14 +252,10 @@ func (x *index) takeBase(service string, base []byte, bh uint64, blocks blockSou
 	if !ok {
 		return nil
 	}
-	var out []keyRef
-	x.chain(ch, func(kh uint64, r keyRecord) {
-		if b := blocks(kh); b == nil || string(blockBase(b)) == string(base) {
-			out = append(out, keyRef{hash: kh, seq: r.seq, marker: r.marker})
-		}
-	})
-	x.takeRefs(out)
-	return out
+	return x.takeFrom(ch, func(kh uint64) bool {
+		b := blocks(kh)
+		return b == nil || string(blockBase(b)) == string(base)
+	}, nil)
 }
 
 // takeTags removes and returns the keys of service ("" = all services) that carry one of tags, and
@@ -307,7 +298,7 @@ func (x *index) takeTags(service string, tags []string) []keyRef {
 		answers := false
 		x.chain(ch, func(_ uint64, r keyRecord) { answers = answers || !r.marker })
 		if !answers {
-			out = x.takeChain(ch, out)
+			out = x.takeFrom(ch, nil, out)
 		}
 	}
 	return out

@@ -82,7 +82,7 @@ func sorted(hs ...uint64) []uint64 { slices.Sort(hs); return hs }
 // the tail; replacing a key keeps one record, an older one never replaces a newer one; each take
 // removes exactly what it names.
 func TestIndexChains(t *testing.T) {
-	f := &indexFixture{t: t, st: newStore(1<<30, func([]byte) {})}
+	f := &indexFixture{t: t, st: newStore(1<<30, func(uint64, []byte) {})}
 	a1, _ := f.put("svc", "/a", "#1")
 	a2, s2 := f.put("svc", "/a", "#2")
 	a3, _ := f.put("svc", "/a", "#3")
@@ -126,7 +126,7 @@ func TestIndexChains(t *testing.T) {
 // the Vary marker of a URL it leaves without answers (not of one that keeps some); a replaced key
 // loses the tags of its predecessor.
 func TestIndexTags(t *testing.T) {
-	f := &indexFixture{t: t, st: newStore(1<<30, func([]byte) {})}
+	f := &indexFixture{t: t, st: newStore(1<<30, func(uint64, []byte) {})}
 	k1, _ := f.put("svc", "/1", "", "x", "y")
 	k2, _ := f.put("svc", "/2", "", "y")
 	k3, _ := f.put("other", "/3", "", "y")

@@ -33,8 +33,8 @@ const sweepInterval = 5 * time.Second
 
 func newLocalTier(maxSize int64) *localTier {
 	l := &localTier{sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}
-	l.st = newStore(maxSize, func(b []byte) {
-		if l.unindex(b) {
+	l.st = newStore(maxSize, func(h uint64, b []byte) {
+		if l.idx.remove(h, blockSeq(b)) { // unless it was replaced since
 			l.evictions.Add(1)
 		}
 	})
@@ -55,11 +55,6 @@ func (l *localTier) sweepLoop() {
 			l.st.sweep(now)
 		}
 	}
-}
-
-// unindex drops a block that left the store from the index, unless it was replaced since.
-func (l *localTier) unindex(b []byte) bool {
-	return l.idx.remove(l.st.hash(blockKey(b)), blockSeq(b))
 }
 
 // close implements tier: it drops every entry and stops the sweeper; it is idempotent.
@@ -152,13 +147,13 @@ func (l *localTier) commit(kh uint64, b []byte, cost int64, ttl time.Duration) s
 	seq := blockSeq(b)
 	if !l.st.put(kh, b, cost, ttl) {
 		if l.idx.remove(kh, seq) { // still the newest: the store could not take it
-			l.st.delOlder(kh, seq) // what it was to replace is superseded
+			l.st.del(kh, seq) // what it was to replace is superseded
 			l.rejected.Add(1)
 		}
 		return storeRefused
 	}
 	if !l.idx.contains(kh, seq) { // evicted at once, or a newer store of the key came
-		l.st.del(kh, seq)
+		l.st.del(kh, seq) // ours, if still there
 		return storeRefused
 	}
 	return storeAdmitted

@@ -25,9 +25,10 @@ type store struct {
 	used   atomic.Int64 // sum of the costs of the entries held, plus puts under way
 	hand   atomic.Uint32
 	closed atomic.Bool
-	// onEvict is told of every block that leaves other than by del or close: evicted for room,
-	// expired, or replaced by another key with the same hash. It runs without the store's locks.
-	onEvict func(b []byte)
+	// onEvict is told of every block that leaves other than by del or close (evicted for room,
+	// expired, or replaced by another key with the same hash), with its key's hash. It runs without
+	// the store's locks.
+	onEvict func(h uint64, b []byte)
 	shards  [storeShards]storeShard
 }
 
@@ -52,7 +53,7 @@ type storeSlot struct {
 	seen   atomic.Bool // read since the hand last passed
 }
 
-func newStore(maxCost int64, onEvict func(b []byte)) *store {
+func newStore(maxCost int64, onEvict func(h uint64, b []byte)) *store {
 	s := &store{seed: maphash.MakeSeed(), max: maxCost, onEvict: onEvict}
 	for i := range s.shards {
 		s.shards[i].slot = make(map[uint64]int32)
@@ -122,7 +123,7 @@ func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 	}
 	sh.mu.Unlock()
 	if old != nil && !matchesKey(old, blockKey(b)) {
-		s.onEvict(old) // another key with the same hash
+		s.onEvict(h, old) // another key with the same hash
 	}
 	return true
 }
@@ -168,7 +169,7 @@ func (s *store) evict() bool {
 		at := s.hand.Load()
 		sh := &s.shards[at%storeShards]
 		sh.mu.Lock()
-		b := s.evictOne(sh, now, ends > storeShards)
+		h, b := s.evictOne(sh, now, ends > storeShards)
 		sh.mu.Unlock()
 		if b == nil {
 			s.hand.CompareAndSwap(at, at+1) // the shard's end: on to the next one
@@ -176,15 +177,15 @@ func (s *store) evict() bool {
 			continue
 		}
 		ends = 0
-		s.onEvict(b)
+		s.onEvict(h, b)
 	}
 	return true
 }
 
 // evictOne removes the shard's next entry from its hand on that is unseen or expired (any entry, when
-// force), clearing the marks it passes; mu held. Nil when the hand reached the shard's end (it starts
-// over next time).
-func (s *store) evictOne(sh *storeShard, now int64, force bool) []byte {
+// force), clearing the marks it passes, and returns it with its key's hash; mu held. Nil when the hand
+// reached the shard's end (it starts over next time).
+func (s *store) evictOne(sh *storeShard, now int64, force bool) (uint64, []byte) {
 	for sh.hand < len(sh.slots) {
 		i := sh.hand
 		sh.hand++
@@ -196,10 +197,11 @@ func (s *store) evictOne(sh *storeShard, now int64, force bool) []byte {
 			sl.seen.Store(false)
 			continue
 		}
-		return s.drop(sh, int32(i))
+		h := sl.hash // before drop clears the slot
+		return h, s.drop(sh, int32(i))
 	}
 	sh.hand = 0
-	return nil
+	return 0, nil
 }
 
 // byHash returns the block stored under the key hash h, expired or not (nil when there is none). It
@@ -223,21 +225,12 @@ func (s *store) peek(h uint64) (b []byte, live bool) {
 	return b, b != nil && (expire == 0 || time.Now().UnixNano() < expire)
 }
 
-// del removes the block stored under the key hash h if its store sequence number is seq.
+// del removes the block stored under the key hash h unless it is newer than store sequence number
+// seq (a later store of the key put it there).
 func (s *store) del(h, seq uint64) {
 	sh := s.shard(h)
 	sh.mu.Lock()
-	if i, ok := sh.slot[h]; ok && blockSeq(sh.slots[i].b) == seq {
-		s.drop(sh, i)
-	}
-	sh.mu.Unlock()
-}
-
-// delOlder removes the block stored under the key hash h if its store sequence number is below seq.
-func (s *store) delOlder(h, seq uint64) {
-	sh := s.shard(h)
-	sh.mu.Lock()
-	if i, ok := sh.slot[h]; ok && blockSeq(sh.slots[i].b) < seq {
+	if i, ok := sh.slot[h]; ok && blockSeq(sh.slots[i].b) <= seq {
 		s.drop(sh, i)
 	}
 	sh.mu.Unlock()
@@ -246,18 +239,23 @@ func (s *store) delOlder(h, seq uint64) {
 // sweep removes the entries expired at now.
 func (s *store) sweep(now time.Time) {
 	t := now.UnixNano()
-	var gone [][]byte
+	type expired struct {
+		h uint64
+		b []byte
+	}
+	var gone []expired
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for j := range sh.slots {
 			if sl := &sh.slots[j]; sl.b != nil && sl.expire != 0 && t >= sl.expire {
-				gone = append(gone, s.drop(sh, int32(j)))
+				h := sl.hash // before drop clears the slot
+				gone = append(gone, expired{h, s.drop(sh, int32(j))})
 			}
 		}
 		sh.mu.Unlock()
-		for _, b := range gone {
-			s.onEvict(b)
+		for _, e := range gone {
+			s.onEvict(e.h, e.b)
 		}
 		gone = gone[:0]
 	}

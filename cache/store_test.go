@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/caddy-gateway/internal/testutil"
 )
 
 // testBlocks returns n blocks of typical entries (blockEntry), keys distinct.
@@ -20,11 +22,16 @@ func putBlock(s *store, b []byte, cost int64, ttl time.Duration) bool {
 	return s.put(s.hash(blockKey(b)), b, cost, ttl)
 }
 
-// recordEvictions returns a store of maxCost and the slice its onEvict appends to.
-func recordEvictions(maxCost int64) (*store, *[][]byte) {
+// recordEvictions returns a store of maxCost and the slice its onEvict appends to; onEvict must be
+// told the hash of each block's key.
+func recordEvictions(t *testing.T, maxCost int64) (*store, *[][]byte) {
 	var mu sync.Mutex
 	var gone [][]byte
-	s := newStore(maxCost, func(b []byte) {
+	var s *store
+	s = newStore(maxCost, func(h uint64, b []byte) {
+		if h != s.hash(blockKey(b)) {
+			t.Errorf("evicted block %d reported with another key's hash", blockSeq(b))
+		}
 		mu.Lock()
 		gone = append(gone, b)
 		mu.Unlock()
@@ -37,7 +44,7 @@ func recordEvictions(maxCost int64) (*store, *[][]byte) {
 func TestStoreBoundAndSecondChance(t *testing.T) {
 	bs := testBlocks(20)
 	const cost = 1000
-	s, gone := recordEvictions(10 * cost)
+	s, gone := recordEvictions(t, 10*cost)
 	for _, b := range bs[:10] {
 		if !putBlock(s, b, cost, 0) {
 			t.Fatal("refused within the bound")
@@ -100,7 +107,7 @@ func TestStoreBoundAndSecondChance(t *testing.T) {
 // is stored.
 func TestStoreRefusesWhatCannotFit(t *testing.T) {
 	bs := testBlocks(2)
-	s, gone := recordEvictions(1000)
+	s, gone := recordEvictions(t, 1000)
 	putBlock(s, bs[0], 600, 0)
 	if putBlock(s, bs[1], 1001, 0) {
 		t.Fatal("stored an entry larger than the store")
@@ -111,10 +118,11 @@ func TestStoreRefusesWhatCannotFit(t *testing.T) {
 }
 
 // TestStoreReplaceAndDelete: a put of a stored key replaces its block and cost (no eviction
-// reported), del removes only the block it names (key hash and sequence number).
+// reported); del removes the block under a key hash unless it is newer than the sequence number
+// given, and nothing under another hash.
 func TestStoreReplaceAndDelete(t *testing.T) {
 	bs := testBlocks(2)
-	s, gone := recordEvictions(10000)
+	s, gone := recordEvictions(t, 10000)
 	putBlock(s, bs[0], 500, 0)
 	again := encodeBlock(blockEntry(0), 99)
 	putBlock(s, again, 700, 0)
@@ -122,7 +130,7 @@ func TestStoreReplaceAndDelete(t *testing.T) {
 		t.Fatalf("replace: seq %d, used %d, evictions %d", blockSeq(b), s.used.Load(), len(*gone))
 	}
 	putBlock(s, bs[1], 300, 0)
-	s.del(s.hash(blockKey(bs[1])), 1) // a stale sequence number: bs[1] is 2
+	s.del(s.hash(blockKey(bs[1])), 1) // bs[1] is 2: newer, it stays
 	s.del(s.hash(blockKey(bs[0])), 99)
 	s.del(s.hash(blockKey(bs[0])), 99) // twice: nothing more leaves
 	if _, ok := s.get(blockKey(bs[0])); ok {
@@ -137,7 +145,7 @@ func TestStoreReplaceAndDelete(t *testing.T) {
 // the entries without a TTL and those still fresh.
 func TestStoreExpiry(t *testing.T) {
 	bs := testBlocks(3)
-	s, gone := recordEvictions(10000)
+	s, gone := recordEvictions(t, 10000)
 	putBlock(s, bs[0], 100, 0)
 	putBlock(s, bs[1], 100, time.Hour)
 	putBlock(s, bs[2], 100, time.Minute)
@@ -164,7 +172,7 @@ func TestStoreExpiry(t *testing.T) {
 // it with -race).
 func TestStoreConcurrent(t *testing.T) {
 	bs := testBlocks(400)
-	s, _ := recordEvictions(100 * 1000)
+	s, _ := recordEvictions(t, 100*1000)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
@@ -197,31 +205,20 @@ func TestStoreConcurrent(t *testing.T) {
 // refuse new entries (the hand takes an entry whatever its mark after a whole round without one).
 func TestStoreEvictsUnderReads(t *testing.T) {
 	bs := testBlocks(12)
-	s, _ := recordEvictions(8 * 1000)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				for _, b := range bs {
-					s.get(blockKey(b))
-				}
-			}
-		})
-	}
+	s, _ := recordEvictions(t, 8*1000)
+	stop := testutil.Repeat(4, func() bool {
+		for _, b := range bs {
+			s.get(blockKey(b))
+		}
+		return true
+	})
 	refused := 0
 	for i := range 1000 {
 		if !putBlock(s, bs[i%len(bs)], 1000, 0) {
 			refused++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if refused > 0 {
 		t.Fatalf("%d of 1000 puts refused by a full store whose entries are being read", refused)
 	}
@@ -230,7 +227,7 @@ func TestStoreEvictsUnderReads(t *testing.T) {
 // TestStoreKeepsTheNewerBlock: a put of a key the store holds a newer block of (a higher store
 // sequence number: two stores of one key ran side by side) is refused, and costs nothing.
 func TestStoreKeepsTheNewerBlock(t *testing.T) {
-	s, _ := recordEvictions(10000)
+	s, _ := recordEvictions(t, 10000)
 	newer, older := encodeBlock(blockEntry(0), 2), encodeBlock(blockEntry(0), 1)
 	putBlock(s, newer, 500, 0)
 	if putBlock(s, older, 700, 0) {

@@ -1,7 +1,7 @@
 // Package testutil holds what the tests of every package share: the
 // goroutine-leak check of a package's tests, one way to wait for a state
-// change, a fake clock, the heap figures memory tests read, and an upstream's
-// 103 Early Hints. Only tests import it.
+// change, load from several goroutines, a fake clock, the heap figures memory
+// tests read, and an upstream's 103 Early Hints. Only tests import it.
 package testutil
 
 import (
@@ -102,4 +102,29 @@ func EarlyHints(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusEarlyHints)
 	h.Del("Link")
 	h.Del("X-Hint-Secret")
+}
+
+// Repeat calls fn again and again in each of workers goroutines until stop is
+// called or, in that goroutine, fn returns false. stop waits for them.
+func Repeat(workers int, fn func() bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if !fn() {
+					return
+				}
+			}
+		})
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
