@@ -18,9 +18,7 @@ type recorder struct {
 	w      http.ResponseWriter
 	header http.Header
 
-	// onHeader runs once, before a final status reaches the client (or is held back); it decides
-	// storing and holding, and returns the Cache-Status member to add (empty: none).
-	onHeader func(rec *recorder) string
+	hooks recorderHooks // the exchange recorded (a fetch): holds, decides, hears of an abandoned copy
 
 	status      int
 	wroteHeader bool
@@ -35,13 +33,18 @@ type recorder struct {
 	// orphanable: the copy is wanted by others (the followers of a flight), so a client that went
 	// away does not stop it; the rest of the answer is read and recorded, just not sent.
 	orphanable bool
-	onAbandon  func()
-	holdStatus func(status int) bool
 	contentLen int64 // -1 when unknown
 }
 
-func newRecorder(w http.ResponseWriter) *recorder {
-	return &recorder{w: w, header: make(http.Header), contentLen: -1}
+// recorderHooks is what a recorder asks of the exchange it records.
+type recorderHooks interface {
+	// hold reports whether the final status is held back from the client.
+	hold(status int) bool
+	// decide runs once, before a final status that is not held back reaches the client; it sets
+	// record and returns the Cache-Status member to add (empty: none).
+	decide(rec *recorder) string
+	// abandoned says the recorded copy was dropped.
+	abandoned()
 }
 
 // Header returns the map Fetch fills; after the status is sent (and not held) it is the client's map,
@@ -66,7 +69,7 @@ func (r *recorder) WriteHeader(status int) {
 	}
 	r.status = status
 	r.wroteHeader = true
-	if r.holdStatus != nil && r.holdStatus(status) {
+	if r.hooks.hold(status) {
 		r.held = true
 		r.snapshot = r.header
 		return
@@ -77,10 +80,7 @@ func (r *recorder) WriteHeader(status int) {
 			r.contentLen = n
 		}
 	}
-	cs := ""
-	if r.onHeader != nil {
-		cs = r.onHeader(r)
-	}
+	cs := r.hooks.decide(r)
 	if r.record && r.contentLen > 0 && r.contentLen <= r.maxBody {
 		r.body = make([]byte, 0, r.contentLen)
 	}
@@ -152,9 +152,7 @@ func (r *recorder) abandon() {
 	}
 	r.record = false
 	r.body = nil
-	if r.onAbandon != nil {
-		r.onAbandon()
-	}
+	r.hooks.abandoned()
 }
 
 // FlushError flushes the client connection (streaming answers), unless the answer is held back. An
