@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -25,6 +26,10 @@ func TestStoreRules(t *testing.T) {
 		{"max-age reused", Options{}, 200, []string{"Cache-Control", "max-age=60"}, nil, 0, 1, ResultHit, "caddy-gateway; hit; ttl=60"},
 		{"s-maxage over max-age", Options{}, 200, []string{"Cache-Control", "max-age=1, s-maxage=100"}, nil, 50 * time.Second, 1, ResultHit, "caddy-gateway; hit; ttl=50"},
 		{"expires minus date", Options{}, 200, []string{"Expires", "Fri, 02 Jan 2026 03:05:05 GMT"}, nil, 30 * time.Second, 1, ResultHit, "caddy-gateway; hit; ttl=30"},
+		// fresh for centuries: past the year 2262, which UnixNano cannot hold, and with a
+		// validator a retention of twice that, which a time.Duration cannot
+		{"expires in 2286", Options{}, 200, []string{"Expires", "Sun, 21 Nov 2286 04:46:39 GMT"}, nil, time.Hour, 1, ResultHit, "caddy-gateway; hit; ttl=8"},
+		{"expires in 2286, validator", Options{}, 200, []string{"Expires", "Sun, 21 Nov 2286 04:46:39 GMT", "Etag", `"x"`}, nil, time.Hour, 1, ResultHit, "caddy-gateway; hit; ttl=8"},
 		{"invalid expires is stale", Options{}, 200, []string{"Expires", "0", "Etag", `"x"`}, nil, 0, 2, ResultRevalidated, "caddy-gateway; fwd=stale"},
 		{"no-store", Options{}, 200, []string{"Cache-Control", "no-store, max-age=60"}, nil, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=no-store"},
 		{"private", Options{}, 200, []string{"Cache-Control", "private, max-age=60"}, nil, 0, 2, ResultMiss, "caddy-gateway; fwd=miss; detail=private"},
@@ -206,5 +211,19 @@ func TestHeadFromGet(t *testing.T) {
 	w, res, _ := do(t, c, o.fetch(), "HEAD", "/h")
 	if res != ResultHit || w.Body.Len() != 0 || w.Header().Get("Content-Length") != "5" || o.calls.Load() != 1 {
 		t.Fatalf("HEAD: %v body %q CL %q calls %d", res, w.Body.String(), w.Header().Get("Content-Length"), o.calls.Load())
+	}
+}
+
+// TestRetentionSaturates: a lifetime of centuries with a validator (kept for twice its lifetime)
+// is retained for the longest time a Duration holds, not for the second an overflow would leave.
+func TestRetentionSaturates(t *testing.T) {
+	c := newTestCache(t, nil, Options{})
+	e := &Entry{lifetime: 260 * 365 * 24 * time.Hour, etag: `"x"`}
+	if got := c.retention(e); got != math.MaxInt64 {
+		t.Fatalf("retention %v, want %v", got, time.Duration(math.MaxInt64))
+	}
+	e.etag = ""
+	if got := c.retention(e); got != e.lifetime {
+		t.Fatalf("retention %v without a validator, want the lifetime %v", got, e.lifetime)
 	}
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,10 +101,7 @@ func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 		s.used.Add(-cost)
 		return false
 	}
-	var expire int64
-	if ttl > 0 {
-		expire = time.Now().Add(ttl).UnixNano()
-	}
+	expire := expiry(time.Now().UnixNano(), ttl)
 	sh := s.shard(h)
 	sh.mu.Lock()
 	var old []byte
@@ -126,6 +124,15 @@ func (s *store) put(h uint64, b []byte, cost int64, ttl time.Duration) bool {
 		s.onEvict(h, old) // another key with the same hash
 	}
 	return true
+}
+
+// expiry is the UnixNano time ttl after now: 0 (never) for no ttl, and for one that ends past what
+// UnixNano holds (the year 2262: an Expires of 2286 is fresh for centuries, not expired).
+func expiry(now int64, ttl time.Duration) int64 {
+	if ttl <= 0 || int64(ttl) > math.MaxInt64-now {
+		return 0
+	}
+	return now + int64(ttl)
 }
 
 // add puts a new slot in the shard (mu held). A new entry counts as seen: it is spared once.

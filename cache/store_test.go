@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -165,6 +166,26 @@ func TestStoreExpiry(t *testing.T) {
 	s.sweep(time.Now().Add(2 * time.Hour))
 	if _, ok := s.get(blockKey(bs[0])); !ok || len(*gone) != 2 || s.used.Load() != 100 {
 		t.Fatalf("after the hour: evicted %d, used %d; want the entry without TTL kept", len(*gone), s.used.Load())
+	}
+}
+
+// TestStoreFarExpiry: a TTL that ends past what UnixNano holds (the year 2262) keeps the entry, as
+// one without expiry, instead of wrapping around to a time long past.
+func TestStoreFarExpiry(t *testing.T) {
+	bs := testBlocks(1)
+	s, _ := recordEvictions(t, 10000)
+	putBlock(s, bs[0], 100, 250*365*24*time.Hour)
+	if _, ok := s.get(blockKey(bs[0])); !ok {
+		t.Fatal("an entry fresh for 250 years is not found")
+	}
+	now := time.Now().UnixNano()
+	for _, c := range []struct {
+		ttl  time.Duration
+		want int64
+	}{{0, 0}, {-time.Second, 0}, {time.Second, now + int64(time.Second)}, {math.MaxInt64, 0}, {250 * 365 * 24 * time.Hour, 0}} {
+		if got := expiry(now, c.ttl); got != c.want {
+			t.Errorf("expiry(now, %v) = %d, want %d", c.ttl, got, c.want)
+		}
 	}
 }
 
