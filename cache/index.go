@@ -304,21 +304,36 @@ func (x *index) takeTags(service string, tags []string) []keyRef {
 	return out
 }
 
-// find returns the keys (Vary markers included) of service whose URL is url, with their tags. It
-// reads the URL of the head of each of the service's chains, and of each key of a chain that
-// matches (the keys of a chain share their URL unless two base keys' hashes collide): for the
-// admin API, not for requests.
+// find returns the keys (Vary markers included) of service whose URL is url, with their tags: for
+// the admin API, not for requests. It reads the URL of the head of each of the service's chains
+// with mu released (a large service has a chain per URL, and stores wait on mu), then, under mu
+// again, the URL of each key of the chains that matched (the keys of a chain share their URL unless
+// two base keys' hashes collide).
 func (x *index) find(service, url string, blocks blockSource) []keyRef {
+	type head struct{ base, first uint64 }
+	x.mu.Lock()
+	sv := x.services[service]
+	var heads []head
+	if sv != nil {
+		heads = make([]head, 0, len(sv.bases))
+		for bh, ch := range sv.bases {
+			heads = append(heads, head{bh, ch.first})
+		}
+	}
+	x.mu.Unlock()
+	match := heads[:0]
+	for _, h := range heads {
+		if b := blocks(h.first); b == nil || blockURL(b) == url {
+			match = append(match, h) // a head gone meanwhile: its chain is read below
+		}
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	sv := x.services[service]
-	if sv == nil {
-		return nil
-	}
 	var out []keyRef
-	for _, ch := range sv.bases {
-		if b := blocks(ch.first); b != nil && blockURL(b) != url {
-			continue
+	for _, h := range match {
+		ch, ok := sv.bases[h.base]
+		if !ok || x.services[service] != sv {
+			continue // taken meanwhile
 		}
 		x.chain(ch, func(kh uint64, r keyRecord) {
 			if b := blocks(kh); b != nil && blockURL(b) == url {

@@ -3,6 +3,7 @@ package cache
 import (
 	"reflect"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -119,6 +120,42 @@ func TestIndexChains(t *testing.T) {
 	}
 	if f.x.len() != 1 || !f.x.contains(o1, 6) {
 		t.Fatal("take reached another service")
+	}
+}
+
+// TestIndexFindUnlocked: find reads the head of each of a service's chains without holding the
+// index lock, which stores wait on; under it, it reads only the keys of the chain that matched.
+func TestIndexFindUnlocked(t *testing.T) {
+	f := &indexFixture{t: t, st: newStore(1<<30, func(uint64, []byte) {})}
+	for i := range 200 {
+		f.put("svc", "/u/"+strconv.Itoa(i), "")
+	}
+	k1, _ := f.put("svc", "/u/7", "#1", "t")
+	k2, _ := f.put("svc", "/u/7", "#2")
+	k0, _ := f.put("svc", "/u/7", "")
+	locked := 0
+	blocks := func(h uint64) []byte {
+		if f.x.mu.TryLock() {
+			f.x.mu.Unlock()
+		} else {
+			locked++
+		}
+		return f.st.byHash(h)
+	}
+	got := f.x.find("svc", "/u/7", blocks)
+	if !slices.Equal(hashes(got), sorted(k0, k1, k2)) {
+		t.Fatalf("find: %v, want the three keys of /u/7", hashes(got))
+	}
+	if locked != 3 {
+		t.Fatalf("%d blocks read under the index lock, want the 3 of the matching chain", locked)
+	}
+	for _, r := range got {
+		if r.hash == k1 && !slices.Equal(r.tags, []string{"t"}) {
+			t.Fatalf("tags of /u/7#1: %v", r.tags)
+		}
+	}
+	if got := f.x.find("nobody", "/u/7", blocks); len(got) != 0 {
+		t.Fatalf("find in an unknown service: %v", got)
 	}
 }
 
