@@ -77,14 +77,16 @@ func parseAge(h http.Header) time.Duration {
 }
 
 // initialAge computes the corrected initial age (RFC 9111 §4.2.3): the larger of the apparent age
-// (response time minus Date) and the upstream Age plus the response delay.
+// (response time minus Date) and the upstream Age plus the response delay. It is at most 2^31
+// seconds, as an Age is (§1.2.2): a Date centuries ago must not leave an age that wraps around to a
+// negative one as the entry grows older.
 func initialAge(h http.Header, requestTime, responseTime time.Time) time.Duration {
 	apparent := time.Duration(0)
 	if d, ok := parseDate(h.Get("Date")); ok {
 		apparent = max(0, responseTime.Sub(d))
 	}
 	corrected := parseAge(h) + max(0, responseTime.Sub(requestTime))
-	return max(apparent, corrected)
+	return min(max(apparent, corrected), maxDeltaSeconds*time.Second)
 }
 
 // prepare derives the hot-path fields of e from its header and the cache options: parsed
@@ -174,7 +176,7 @@ func (e *Entry) hasValidator() bool { return e.etag != "" || !e.lastModified.IsZ
 
 // age is the entry's current age at now (RFC 9111 §4.2.3).
 func (e *Entry) age(now time.Time) time.Duration {
-	return e.InitialAge + max(0, now.Sub(e.ResponseTime))
+	return addSat(e.InitialAge, max(0, now.Sub(e.ResponseTime)))
 }
 
 // fresh reports whether the entry may be served without contacting upstream at the given age, as far

@@ -214,6 +214,24 @@ func TestHeadFromGet(t *testing.T) {
 	}
 }
 
+// TestDateCenturiesAgo: an answer whose Date is centuries old is stale at once (its age is capped
+// at 2^31 s, as an Age is), and its age never wraps around to a negative, fresh one as it grows.
+func TestDateCenturiesAgo(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t, nil, respond(200, "hello", "Date", "Mon, 01 Jan 1700 00:00:00 GMT", "Cache-Control", "max-age=60"))
+	c := newTestCache(t, clk, Options{})
+	for i := range 2 {
+		w, res, err := do(t, c, o.fetch(), "GET", "/x")
+		if err != nil || res != ResultMiss || strings.HasPrefix(w.Header().Get("Age"), "-") {
+			t.Fatalf("request %d: %v, Age %q, Cache-Status %q, %v; want a miss", i+1, res, w.Header().Get("Age"), w.Header().Get("Cache-Status"), err)
+		}
+		clk.Advance(time.Second)
+	}
+	if n := o.calls.Load(); n != 2 {
+		t.Fatalf("upstream calls %d, want 2", n)
+	}
+}
+
 // TestRetentionSaturates: a lifetime of centuries with a validator (kept for twice its lifetime)
 // is retained for the longest time a Duration holds, not for the second an overflow would leave.
 func TestRetentionSaturates(t *testing.T) {
