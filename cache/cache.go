@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -274,15 +273,6 @@ func (c *Cache) retention(e *Entry) time.Duration {
 		keep = addSat(keep, max(time.Hour, e.lifetime))
 	}
 	return max(keep, time.Second)
-}
-
-// addSat adds two non-negative durations, saturating at the largest one (a lifetime of centuries,
-// doubled, must not wrap around to a negative retention).
-func addSat(a, b time.Duration) time.Duration {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
-	}
-	return a + b
 }
 
 // lookup asks tiers in order for r's entry (following Vary markers), copying what a later tier has

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -173,6 +174,15 @@ func parseHTTPDate(s string) (time.Time, bool) {
 
 // hasValidator reports whether the entry can be revalidated with a conditional request.
 func (e *Entry) hasValidator() bool { return e.etag != "" || !e.lastModified.IsZero() }
+
+// addSat adds two non-negative durations, saturating at the largest one (a lifetime of centuries,
+// doubled, must not wrap around to a negative retention).
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
 
 // age is the entry's current age at now (RFC 9111 §4.2.3).
 func (e *Entry) age(now time.Time) time.Duration {

@@ -313,12 +313,13 @@ func (x *index) find(service, url string, blocks blockSource) []keyRef {
 	type head struct{ base, first uint64 }
 	x.mu.Lock()
 	sv := x.services[service]
-	var heads []head
-	if sv != nil {
-		heads = make([]head, 0, len(sv.bases))
-		for bh, ch := range sv.bases {
-			heads = append(heads, head{bh, ch.first})
-		}
+	if sv == nil {
+		x.mu.Unlock()
+		return nil
+	}
+	heads := make([]head, 0, len(sv.bases))
+	for bh, ch := range sv.bases {
+		heads = append(heads, head{bh, ch.first})
 	}
 	x.mu.Unlock()
 	match := heads[:0]
