@@ -133,6 +133,7 @@ type Cache struct {
 	orphanLimit time.Duration
 
 	hookFollower func() // tests: called when a request starts waiting on a concurrent fetch
+	hookJoin     func() // tests: called before a GET miss joins (or starts) the flight of its key
 	hookOrphan   func() // tests: called when a leader's client left and its fetch goes on without it
 }
 

@@ -10,6 +10,35 @@ import (
 	"testing"
 )
 
+// TestLeaderFindsWhatWasStoredBeforeItJoined: a miss whose lookup came before another request
+// stored the answer, and whose join after that request's flight ended (so it leads a flight of its
+// own), answers from the cache: the leader looks again before it goes upstream.
+func TestLeaderFindsWhatWasStoredBeforeItJoined(t *testing.T) {
+	o := newOrigin(t, nil, respond(200, "stored", "Cache-Control", "max-age=60"))
+	c := newTestCache(t, nil, Options{})
+	fetch := o.fetch()
+	serve := func() (Result, string) {
+		w := httptest.NewRecorder()
+		res, err := c.Serve(w, httptest.NewRequest("GET", "/late", nil), &Route{Service: "svc", Fetch: fetch})
+		if err != nil || w.Body.String() != "stored" {
+			t.Errorf("answer %q, %v", w.Body.String(), err)
+		}
+		return res, w.Header().Get("Cache-Status")
+	}
+	var first atomic.Bool
+	var other Result
+	c.hookJoin = func() { // between the first's lookup and join (the one in between passes by)
+		if first.CompareAndSwap(false, true) {
+			other, _ = serve()
+		}
+	}
+	res, cs := serve()
+	if other != ResultMiss || res != ResultHit || o.calls.Load() != 1 {
+		t.Fatalf("the request in between: %v; the first: %v (%q); upstream calls %d; want a miss, then a hit and 1 call",
+			other, res, cs, o.calls.Load())
+	}
+}
+
 // TestCoalescing: 1,000 concurrent misses on one key make exactly one upstream request; the others
 // get the stored answer.
 func TestCoalescing(t *testing.T) {

@@ -159,6 +159,11 @@ func (l *localTier) commit(kh uint64, b []byte, cost int64, ttl time.Duration) s
 	return storeAdmitted
 }
 
+// puts counts the puts begun so far (their sequence numbers): a put is counted before it is
+// visible, so a lookup that reads the same count after another lookup missed knows that nothing
+// could have been stored in between.
+func (l *localTier) puts() uint64 { return l.seq.Load() }
+
 // mark implements tier: the purge log's position now.
 func (l *localTier) mark() uint64 { return l.purges.seq.Load() }
 

@@ -27,7 +27,8 @@ type call struct {
 	fwd     string              // Cache-Status fwd parameter: miss, vary-miss, stale, request
 	client  http.ResponseWriter // the writer Serve was given (Fetch's client); nil for a refresh
 	start   time.Time
-	lead    *lead // the flight leader's exchange state, or nil
+	puts    uint64 // the local tier's put count before the lookup (localTier.puts)
+	lead    *lead  // the flight leader's exchange state, or nil
 }
 
 // Serve answers r for the given service from the cache or via fetch. It handles every method: GET and
@@ -73,6 +74,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 		return c.passThrough(w, r, rt, ReasonPrecondition)
 	}
 	auth := credential(h)
+	puts := c.local.puts()
 	kb := getKeyBuf()
 	view := getView()
 	defer putView(view) // e may be view: used before Serve returns only (cand is a copy, own)
@@ -109,7 +111,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, rt *Route) (Result
 		putKeyBuf(kb)
 		return c.passThrough(w, r, rt, ReasonRange)
 	}
-	cl := call{r: r, rt: rt, service: service, auth: auth, key: string(key), cand: e.own(), cc: cc, fwd: "miss", client: w, start: now}
+	cl := call{r: r, rt: rt, service: service, auth: auth, key: string(key), cand: e.own(), cc: cc, fwd: "miss", client: w, start: now, puts: puts}
 	putKeyBuf(kb)
 	switch {
 	case e != nil && (cc.NoCache || cc.MaxAge >= 0 || cc.InvalidMaxAge || cc.MinFresh >= 0) && !e.noCache && e.fresh(age):
@@ -199,6 +201,9 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 		c.explain(cl.service, "", 0, ReasonHitForMiss)
 		return c.fetchOnce(w, cl, nil)
 	}
+	if c.hookJoin != nil {
+		c.hookJoin()
+	}
 	counted := false
 	for {
 		fl, leader := c.fl.join(cl.key)
@@ -248,16 +253,19 @@ func (c *Cache) forward(w http.ResponseWriter, cl call) (Result, error) {
 // (see lead): the followers would otherwise all go upstream at once the moment the leader's client
 // hangs up.
 func (c *Cache) leadFlight(w http.ResponseWriter, cl call, fl *flight) (Result, error) {
-	// Another leader may have stored the answer between our lookup and join.
-	v := getView()
-	if e, age := c.relookup(cl, v); e != nil && !e.sameAs(cl.cand) && usable(e, &cl.cc, age) {
-		c.fl.finish(cl.key, fl, true, nil)
-		c.hits.Add(1)
-		c.writeEntry(w, cl.r, cl.rt, e, age, "hit")
+	// Another leader may have stored the answer between our lookup and join: look again, unless
+	// nothing was put in the first tier since (the usual miss).
+	if c.local.puts() != cl.puts {
+		v := getView()
+		if e, age := c.relookup(cl, v); e != nil && !e.sameAs(cl.cand) && usable(e, &cl.cc, age) {
+			c.fl.finish(cl.key, fl, true, nil)
+			c.hits.Add(1)
+			c.writeEntry(w, cl.r, cl.rt, e, age, "hit")
+			putView(v)
+			return ResultHit, nil
+		}
 		putView(v)
-		return ResultHit, nil
 	}
-	putView(v)
 	l := c.newLead(cl.r, cl.key, fl)
 	defer l.end()
 	cl.r, cl.lead = l.r, l
