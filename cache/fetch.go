@@ -95,6 +95,9 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 		why := ReasonIncomplete // broke off upstream, or the client left
 		if err == nil && !rec.failed {
 			why = ReasonTooLarge // dropped when it outgrew max_item_size
+			if r.Method == http.MethodGet {
+				c.pass.remember(cl.key, reqTime) // as one whose length said so (decide)
+			}
 		}
 		c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, why)
 	}

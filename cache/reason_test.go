@@ -54,7 +54,9 @@ func TestReasons(t *testing.T) {
 		{"/nostore", nil, "no-store", true},
 		{"/vary", nil, "vary-star", true},
 		{"/big", nil, "too-large", true},
+		{"/big", nil, "hit-for-miss", false},
 		{"/bigstream", nil, "too-large", false},
+		{"/bigstream", nil, "hit-for-miss", false}, // found too large while streaming: remembered too
 		{"/auth", []string{"Authorization", "Bearer x"}, "authorization", true},
 		{"/ok", []string{"Cache-Control", "no-store"}, "request-no-store", true},
 		{"/ok", []string{"If-Match", `"x"`}, "precondition", true},
