@@ -39,6 +39,47 @@ func TestLeaderFindsWhatWasStoredBeforeItJoined(t *testing.T) {
 	}
 }
 
+// TestLeaderFindsAPutThatWasUnderWay: a miss whose lookup ran while another request's put of the
+// answer was under way (begun, not yet visible), and which then leads a flight of its own, finds
+// the stored answer: the put is counted when it ends, not when it begins.
+func TestLeaderFindsAPutThatWasUnderWay(t *testing.T) {
+	o := newOrigin(t, nil, respond(200, "stored", "Cache-Control", "max-age=60"))
+	c := newTestCache(t, nil, Options{})
+	fetch := o.fetch()
+	serve := func() (Result, string) {
+		w := httptest.NewRecorder()
+		res, err := c.Serve(w, httptest.NewRequest("GET", "/race", nil), &Route{Service: "svc", Fetch: fetch})
+		if err != nil || w.Body.String() != "stored" {
+			t.Errorf("answer %q, %v", w.Body.String(), err)
+		}
+		return res, w.Header().Get("Cache-Status")
+	}
+	bAtJoin, aDone := make(chan struct{}), make(chan struct{})
+	var joins atomic.Int32
+	c.hookJoin = func() {
+		if joins.Add(1) == 2 { // B, its lookup missed: it joins once A's request is over
+			close(bAtJoin)
+			<-aDone
+		}
+	}
+	var started atomic.Bool
+	var bRes Result
+	var bCS string
+	bDone := make(chan struct{})
+	c.local.hookPut = func() { // A's put has begun: B looks up now
+		if started.CompareAndSwap(false, true) {
+			go func() { defer close(bDone); bRes, bCS = serve() }()
+			<-bAtJoin
+		}
+	}
+	serve()
+	close(aDone)
+	<-bDone
+	if bRes != ResultHit || o.calls.Load() != 1 {
+		t.Fatalf("B: %v (%q), upstream calls %d; want a hit and 1 call", bRes, bCS, o.calls.Load())
+	}
+}
+
 // TestCoalescing: 1,000 concurrent misses on one key make exactly one upstream request; the others
 // get the stored answer.
 func TestCoalescing(t *testing.T) {

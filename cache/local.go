@@ -16,6 +16,7 @@ type localTier struct {
 	idx    index
 	purges purgeLog
 	seq    atomic.Uint64 // store sequence numbers (blockSeq)
+	ended  atomic.Uint64 // puts ended (stored or not), counted after their block is visible
 
 	// mu orders stores against removals and close: stores (index add + store put) hold it shared,
 	// removals and close exclusively, so a purge never misses an entry half-way into the store and
@@ -26,6 +27,8 @@ type localTier struct {
 	sweepStop, sweepDone chan struct{}
 
 	stores, rejected, evictions, purged atomic.Int64
+
+	hookPut func() // tests: called when a put has its sequence number, before its block is visible
 }
 
 // sweepInterval is how often expired entries leave the store and the index.
@@ -116,6 +119,10 @@ func (l *localTier) put(m, e *Entry, ttl time.Duration, mark uint64) storeOutcom
 // entry indexed).
 func (l *localTier) putOne(e *Entry, ttl time.Duration, since uint64) storeOutcome {
 	seq := l.seq.Add(1)
+	defer l.ended.Add(1) // last: after the block is visible and mu released
+	if l.hookPut != nil {
+		l.hookPut()
+	}
 	b := encodeBlock(e, seq)
 	e.cost = blockCost(b, e.tags)
 	key := blockKey(b)
@@ -159,10 +166,10 @@ func (l *localTier) commit(kh uint64, b []byte, cost int64, ttl time.Duration) s
 	return storeAdmitted
 }
 
-// puts counts the puts begun so far (their sequence numbers): a put is counted before it is
-// visible, so a lookup that reads the same count after another lookup missed knows that nothing
-// could have been stored in between.
-func (l *localTier) puts() uint64 { return l.seq.Load() }
+// puts counts the puts ended so far. A put is counted once its block is visible, so a lookup that
+// missed after reading the count can tell, by reading it again, that nothing stored since could
+// have answered it: a put that was under way when the count was read is counted after.
+func (l *localTier) puts() uint64 { return l.ended.Load() }
 
 // mark implements tier: the purge log's position now.
 func (l *localTier) mark() uint64 { return l.purges.seq.Load() }
