@@ -17,14 +17,7 @@ func TestLeaderFindsWhatWasStoredBeforeItJoined(t *testing.T) {
 	o := newOrigin(t, nil, respond(200, "stored", "Cache-Control", "max-age=60"))
 	c := newTestCache(t, nil, Options{})
 	fetch := o.fetch()
-	serve := func() (Result, string) {
-		w := httptest.NewRecorder()
-		res, err := c.Serve(w, httptest.NewRequest("GET", "/late", nil), &Route{Service: "svc", Fetch: fetch})
-		if err != nil || w.Body.String() != "stored" {
-			t.Errorf("answer %q, %v", w.Body.String(), err)
-		}
-		return res, w.Header().Get("Cache-Status")
-	}
+	serve := func() (Result, string) { return getStored(t, c, fetch, "/late") }
 	var first atomic.Bool
 	var other Result
 	c.hookJoin = func() { // between the first's lookup and join (the one in between passes by)
@@ -46,14 +39,7 @@ func TestLeaderFindsAPutThatWasUnderWay(t *testing.T) {
 	o := newOrigin(t, nil, respond(200, "stored", "Cache-Control", "max-age=60"))
 	c := newTestCache(t, nil, Options{})
 	fetch := o.fetch()
-	serve := func() (Result, string) {
-		w := httptest.NewRecorder()
-		res, err := c.Serve(w, httptest.NewRequest("GET", "/race", nil), &Route{Service: "svc", Fetch: fetch})
-		if err != nil || w.Body.String() != "stored" {
-			t.Errorf("answer %q, %v", w.Body.String(), err)
-		}
-		return res, w.Header().Get("Cache-Status")
-	}
+	serve := func() (Result, string) { return getStored(t, c, fetch, "/race") }
 	bAtJoin, aDone := make(chan struct{}), make(chan struct{})
 	var joins atomic.Int32
 	c.hookJoin = func() {
@@ -78,6 +64,16 @@ func TestLeaderFindsAPutThatWasUnderWay(t *testing.T) {
 	if bRes != ResultHit || o.calls.Load() != 1 {
 		t.Fatalf("B: %v (%q), upstream calls %d; want a hit and 1 call", bRes, bCS, o.calls.Load())
 	}
+}
+
+// getStored GETs target through c and checks that the answer is the origin's "stored"; it returns
+// the result and the Cache-Status. It may run outside the test's goroutine.
+func getStored(t *testing.T, c *Cache, fetch Fetch, target string) (Result, string) {
+	w, res, err := do(t, c, fetch, "GET", target)
+	if err != nil || w.Body.String() != "stored" {
+		t.Errorf("%s: answer %q, %v", target, w.Body.String(), err)
+	}
+	return res, w.Header().Get("Cache-Status")
 }
 
 // TestCoalescing: 1,000 concurrent misses on one key make exactly one upstream request; the others

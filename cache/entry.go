@@ -15,8 +15,8 @@ import (
 const entryFormatVersion byte = 1
 
 // entryOverhead is the memory a stored entry costs beyond its block (block.go): its slot and map
-// entry in the store (store.go), and its place in the index (the base key and URL strings, the
-// ref): ~300 bytes measured. It is part of the cost so that MaxSize bounds real memory, not just
+// entry in the store (store.go), and its record and chain entry in the index (index.go): ~300
+// bytes measured. It is part of the cost so that MaxSize bounds real memory, not just
 // payload bytes (TestMemoryBounded, TestBlocksAreNotScanned).
 const entryOverhead = 320
 

@@ -39,7 +39,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	sie := c.canStaleIfError(cand, reqTime)
 	f := &fetch{c: c, cl: cl, fl: fl, mk: mk, reqTime: reqTime, revalidate: revalidate, sie: sie}
 	f.rec = recorder{w: w, header: make(http.Header), contentLen: -1, maxBody: c.opts.MaxItemSize,
-		orphanable: cl.lead != nil, hooks: f}
+		orphanable: cl.lead != nil, ex: f}
 	rec := &f.rec
 	err := cl.rt.Fetch(rec, up, cl.client)
 	respTime := c.now()
@@ -99,7 +99,7 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 				c.pass.remember(cl.key, reqTime) // as one whose length said so (decide)
 			}
 		}
-		c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, why)
+		c.explain(cl.service, c.urlOf(r, cl.service), rec.status, why)
 	}
 	if stored {
 		c.pass.forget(cl.key)
@@ -109,8 +109,8 @@ func (c *Cache) fetchOnce(w http.ResponseWriter, cl call, fl *flight) (Result, e
 	return ResultMiss, nil
 }
 
-// fetch is the state of one exchange of fetchOnce, which its recorder asks (recorderHooks) when the
-// answer's status arrives and when the copy is dropped. One allocation holds it all, the recorder
+// fetch is the state of one exchange of fetchOnce, which its recorder asks when the answer's status
+// arrives and tells when the copy is dropped. One allocation holds it all, the recorder
 // included.
 type fetch struct {
 	c          *Cache
@@ -124,12 +124,14 @@ type fetch struct {
 	rec        recorder
 }
 
+// hold reports whether the final status is held back from the client (the recorder asks first).
 func (f *fetch) hold(status int) bool {
 	return (f.revalidate && status == http.StatusNotModified) || (f.sie && isServerError(status))
 }
 
-// decide decides whether the answer is recorded for the store (rec.record) and returns its
-// Cache-Status member.
+// decide runs once, before a final status that is not held back reaches the client: it decides
+// whether the answer is recorded for the store (rec.record) and returns its Cache-Status member
+// (empty: none).
 func (f *fetch) decide(rec *recorder) string {
 	c, cl, r := f.c, &f.cl, f.cl.r
 	if r.Context().Err() != nil {
@@ -151,7 +153,7 @@ func (f *fetch) decide(rec *recorder) string {
 	rec.record = d.ok
 	f.storable = d.ok
 	if !d.ok {
-		c.explain(cl.service, keyURL(pathOf(r), c.keyQuery(cl.service, r.URL.RawQuery)), rec.status, d.reason)
+		c.explain(cl.service, c.urlOf(r, cl.service), rec.status, d.reason)
 		c.fl.finish(cl.key, f.fl, false, nil) // followers need not wait for the body
 		cl.lead.notNeeded()
 	}

@@ -175,7 +175,7 @@ func parseHTTPDate(s string) (time.Time, bool) {
 // hasValidator reports whether the entry can be revalidated with a conditional request.
 func (e *Entry) hasValidator() bool { return e.etag != "" || !e.lastModified.IsZero() }
 
-// addSat adds two non-negative durations, saturating at the largest one (a lifetime of centuries,
+// addSat adds two non-negative durations, saturating at the largest Duration (a lifetime of centuries,
 // doubled, must not wrap around to a negative retention).
 func addSat(a, b time.Duration) time.Duration {
 	if a > math.MaxInt64-b {

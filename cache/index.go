@@ -23,7 +23,6 @@ type index struct {
 	keys     map[uint64]keyRecord           // key hash → the key's record
 	tags     map[string]map[uint64]struct{} // tag → the hashes of the keys carrying it
 	tagsOf   map[uint64][]string            // key hash → its tags (tagged keys only)
-	n        int
 }
 
 // serviceIndex holds one service's URLs.
@@ -92,7 +91,6 @@ func (x *index) add(service string, kh, bh, seq uint64, marker bool, tags []stri
 	ch := sv.bases[bh]
 	x.keys[kh] = keyRecord{base: bh, next: ch.first, hasNext: ch.n > 0, seq: seq, service: sv.id, marker: marker}
 	sv.bases[bh] = baseChain{first: kh, n: ch.n + 1}
-	x.n++
 	x.tag(kh, tags)
 	return true
 }
@@ -123,7 +121,6 @@ func (x *index) unlink(kh uint64, r keyRecord) {
 		sv.bases[r.base] = ch
 	}
 	delete(x.keys, kh)
-	x.n--
 }
 
 // tag adds kh under each of its tags; mu held.
@@ -349,11 +346,11 @@ func (x *index) find(service, url string, blocks blockSource) []keyRef {
 func (x *index) clear() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.services, x.byID, x.keys, x.tags, x.tagsOf, x.n = nil, nil, nil, nil, nil, 0
+	x.services, x.byID, x.keys, x.tags, x.tagsOf = nil, nil, nil, nil, nil
 }
 
 func (x *index) len() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.n
+	return len(x.keys)
 }

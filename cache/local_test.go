@@ -6,21 +6,17 @@ import (
 	"testing"
 )
 
-// localEntry is a prepared entry of the local tier's tests: blockEntry(i), the same key for the
-// same i.
-func localEntry(i int) *Entry { return blockEntry(i) }
-
 // TestLocalStoresOfOneKeySideBySide: two stores of one key at once (variants storing one Vary
 // marker, a copy from Redis beside a fetch) leave the index and the store agreeing on one block,
 // so that a purge removes what is stored.
 func TestLocalStoresOfOneKeySideBySide(t *testing.T) {
 	l := newLocalTier(1 << 30)
 	defer l.close()
-	kh := l.st.hash([]byte(localEntry(0).Key))
+	kh := l.st.hash([]byte(blockEntry(0).Key))
 	for range 500 {
 		var wg sync.WaitGroup
 		for range 4 {
-			wg.Go(func() { l.putOne(localEntry(0), 0, l.mark()) })
+			wg.Go(func() { l.putOne(blockEntry(0), 0, l.mark()) })
 		}
 		wg.Wait()
 		if b := l.st.byHash(kh); b == nil || !l.idx.contains(kh, blockSeq(b)) {
@@ -65,7 +61,7 @@ func TestLocalInterleavedStores(t *testing.T) {
 			}
 			ps := make([]*pending, len(tt.big))
 			for i, big := range tt.big {
-				e := localEntry(0)
+				e := blockEntry(0)
 				if big {
 					e.Body = make([]byte, 16384)
 					e.prepare(&Options{})
@@ -98,10 +94,10 @@ func TestLocalInterleavedStores(t *testing.T) {
 func TestLocalRefusedReplacement(t *testing.T) {
 	l := newLocalTier(4096)
 	defer l.close()
-	if l.putOne(localEntry(0), 0, l.mark()) != storeAdmitted {
+	if l.putOne(blockEntry(0), 0, l.mark()) != storeAdmitted {
 		t.Fatal("refused")
 	}
-	big := localEntry(0)
+	big := blockEntry(0)
 	big.Body = make([]byte, 8192)
 	big.prepare(&Options{})
 	if l.putOne(big, 0, l.mark()) != storeRefused {

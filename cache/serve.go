@@ -387,7 +387,7 @@ func (c *Cache) newEntry(cl call, rec *recorder, reqTime, respTime time.Time) *E
 	}
 	return &Entry{
 		Service:      cl.service,
-		URL:          keyURL(pathOf(cl.r), c.keyQuery(cl.service, cl.r.URL.RawQuery)),
+		URL:          c.urlOf(cl.r, cl.service),
 		Status:       rec.status,
 		Header:       h,
 		Body:         body,
@@ -472,6 +472,11 @@ func pathOf(r *http.Request) string {
 		return r.URL.RawPath
 	}
 	return r.URL.Path
+}
+
+// urlOf is the URL (Entry.URL form) that r's answer is stored and explained under for service.
+func (c *Cache) urlOf(r *http.Request, service string) string {
+	return keyURL(pathOf(r), c.keyQuery(service, r.URL.RawQuery))
 }
 
 // writeEntry sends a stored entry: its header (values shared with the entry, never mutated), Age and

@@ -18,7 +18,7 @@ type recorder struct {
 	w      http.ResponseWriter
 	header http.Header
 
-	hooks recorderHooks // the exchange recorded (a fetch): holds, decides, hears of an abandoned copy
+	ex *fetch // the exchange recorded: it holds, decides, and hears of an abandoned copy
 
 	status      int
 	wroteHeader bool
@@ -34,17 +34,6 @@ type recorder struct {
 	// away does not stop it; the rest of the answer is read and recorded, just not sent.
 	orphanable bool
 	contentLen int64 // -1 when unknown
-}
-
-// recorderHooks is what a recorder asks of the exchange it records.
-type recorderHooks interface {
-	// hold reports whether the final status is held back from the client.
-	hold(status int) bool
-	// decide runs once, before a final status that is not held back reaches the client; it sets
-	// record and returns the Cache-Status member to add (empty: none).
-	decide(rec *recorder) string
-	// abandoned says the recorded copy was dropped.
-	abandoned()
 }
 
 // Header returns the map Fetch fills; after the status is sent (and not held) it is the client's map,
@@ -69,7 +58,7 @@ func (r *recorder) WriteHeader(status int) {
 	}
 	r.status = status
 	r.wroteHeader = true
-	if r.hooks.hold(status) {
+	if r.ex.hold(status) {
 		r.held = true
 		r.snapshot = r.header
 		return
@@ -80,7 +69,7 @@ func (r *recorder) WriteHeader(status int) {
 			r.contentLen = n
 		}
 	}
-	cs := r.hooks.decide(r)
+	cs := r.ex.decide(r)
 	if r.record && r.contentLen > 0 && r.contentLen <= r.maxBody {
 		r.body = make([]byte, 0, r.contentLen)
 	}
@@ -152,7 +141,7 @@ func (r *recorder) abandon() {
 	}
 	r.record = false
 	r.body = nil
-	r.hooks.abandoned()
+	r.ex.abandoned()
 }
 
 // FlushError flushes the client connection (streaming answers), unless the answer is held back. An

@@ -299,9 +299,10 @@ func (s *Service) Credential() *auth.State {
 // token (placeholders resolved now), a file re-read when it changes, or an
 // OAuth2 client-credentials grant.
 func newCredential(cfg *Config, logger *zap.Logger) (auth.Source, error) {
-	if cfg.OAuth2 != nil || cfg.TokenFile != "" || cfg.Token != "" {
-		logger = logger.With(zap.String("service", cfg.Name))
+	if cfg.OAuth2 == nil && cfg.TokenFile == "" && cfg.Token == "" {
+		return nil, nil
 	}
+	logger = logger.With(zap.String("service", cfg.Name))
 	switch {
 	case cfg.OAuth2 != nil:
 		o := cfg.OAuth2
@@ -326,7 +327,7 @@ func newCredential(cfg *Config, logger *zap.Logger) (auth.Source, error) {
 			return nil, fmt.Errorf("token_file: %w", err)
 		}
 		return src, nil
-	case cfg.Token != "":
+	default: // cfg.Token != ""
 		tok := caddy.NewReplacer().ReplaceKnown(cfg.Token, "")
 		if tok == "" {
 			// never echo the configured value: it may be a literal secret
@@ -341,7 +342,6 @@ func newCredential(cfg *Config, logger *zap.Logger) (auth.Source, error) {
 		}
 		return auth.Static(tok), nil
 	}
-	return nil, nil
 }
 
 // dialAddress turns an upstream URL into the host:port Caddy dials.
